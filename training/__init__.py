@@ -1,0 +1,1 @@
+"""FaceDApps training pipeline (data, preprocessing, model, training, evaluation, export)."""

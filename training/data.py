@@ -1,0 +1,255 @@
+"""Datasets: image folders (optionally split), FER2013 ``fer2013.csv``, or a .zip of either.
+
+Everything is read in place (a zip is never extracted). Images become preprocessed uint8 face
+crops (``training.preprocess``); larger images go through face detection first.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from training.preprocess import INPUT_SIZE, LABELS, is_face_crop, preprocess_face
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "val", "val": "val",
+                 "valid": "val", "test": "test", "testing": "test"}
+FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+
+
+class DatasetError(ValueError):
+    """The dataset path or its layout cannot be used."""
+
+
+@dataclass
+class Split:
+    """One split: uint8 face crops ``(N, S, S)`` and integer labels ``(N,)``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    no_face: int = 0
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Dataset:
+    """Train/val/test splits plus a record of how they were made."""
+
+    train: Split
+    val: Split
+    test: Split
+    info: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reading sources
+
+def _iter_entries(path: Path) -> Iterator[tuple[PurePosixPath, Callable[[], bytes]]]:
+    """Yield ``(relative path, reader)`` for every file under a folder or inside a zip."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                yield PurePosixPath(p.relative_to(path).as_posix()), p.read_bytes
+    elif path.suffix.lower() == ".zip":
+        zf = zipfile.ZipFile(path)
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            if not info.is_dir():
+                yield PurePosixPath(info.filename), (lambda i=info: zf.read(i))
+    else:
+        raise DatasetError(f"{path}: expected a dataset folder or a .zip of one")
+
+
+def _decode(data: bytes, name: str) -> np.ndarray | None:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        log.warning("skipping %s: not a readable image", name)
+    return img
+
+
+def _classify_path(rel: PurePosixPath) -> tuple[str | None, int] | None:
+    """``(split or None, label index)`` from ``[...][split/]<class>/<file>``, or None."""
+    parts = [p.lower() for p in rel.parts]
+    if len(parts) < 2 or PurePosixPath(parts[-1]).suffix not in IMAGE_EXTS:
+        return None
+    if any(p.startswith(("__macosx", ".")) for p in parts):
+        return None
+    cls = parts[-2]
+    if cls not in LABELS:
+        return None
+    split = SPLIT_ALIASES.get(parts[-3]) if len(parts) >= 3 else None
+    return split, LABELS.index(cls)
+
+
+def read_samples(
+    path: Path, detect: str = "auto", detector: object | None = None
+) -> dict[str | None, Split]:
+    """Read every labelled image (or CSV row) under ``path``, grouped by split (None: unsplit)."""
+    if detect not in ("auto", "always", "never"):
+        raise DatasetError(f"--detect must be auto, always or never, not {detect!r}")
+    groups: dict[str | None, tuple[list[np.ndarray], list[int], list[int]]] = {}
+    csv_found = False
+    for rel, read in _iter_entries(path):
+        if rel.name.lower().endswith(".csv") and "fer2013" in rel.name.lower():
+            csv_found = True
+            for split, x, y in _read_fer_csv(read()):
+                g = groups.setdefault(split, ([], [], [0]))
+                g[0].append(x)
+                g[1].append(y)
+            continue
+        where = _classify_path(rel)
+        if where is None:
+            continue
+        split, label = where
+        img = _decode(read(), str(rel))
+        g = groups.setdefault(split, ([], [], [0]))
+        if img is None:
+            continue
+        face = face_from_image(img, detect, detector)
+        if face is None:
+            g[2][0] += 1
+            continue
+        g[0].append(face)
+        g[1].append(label)
+    if not groups:
+        raise DatasetError(
+            f"{path}: no labelled images found; expected [split/]<class>/<image> with classes "
+            f"{', '.join(LABELS)}" + ("" if csv_found else ", or a fer2013.csv")
+        )
+    out = {}
+    for split, (xs, ys, nf) in groups.items():
+        x = np.stack(xs) if xs else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+        out[split] = Split(x, np.asarray(ys, np.int64), nf[0])
+    return out
+
+
+def face_from_image(img: np.ndarray, detect: str = "auto", detector: object | None = None
+                    ) -> np.ndarray | None:
+    """Preprocessed crop of the largest face (or of the whole image if it is a face crop)."""
+    if detect == "never" or (detect == "auto" and is_face_crop(img)):
+        return preprocess_face(img)
+    if detector is None:
+        from training.faces import FaceDetector
+
+        detector = FaceDetector()
+    from training.preprocess import crop_face, to_gray
+
+    bgr = img if img.ndim == 3 and img.shape[2] == 3 else cv2.cvtColor(to_gray(img), cv2.COLOR_GRAY2BGR)
+    boxes = detector.detect(bgr)  # type: ignore[attr-defined]
+    if not boxes:
+        return None
+    best = max(boxes, key=lambda d: d.box[2] * d.box[3])
+    return crop_face(bgr, best.box)
+
+
+def _read_fer_csv(data: bytes) -> Iterator[tuple[str | None, np.ndarray, int]]:
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    if reader.fieldnames is None or not {"emotion", "pixels"} <= set(reader.fieldnames):
+        raise DatasetError("fer2013.csv needs the columns emotion,pixels[,Usage]")
+    for row in reader:
+        px = np.array(row["pixels"].split(), np.uint8)
+        side = int(round(len(px) ** 0.5))
+        if side * side != len(px):
+            raise DatasetError(f"fer2013.csv: a row has {len(px)} pixels, not a square image")
+        yield FER_USAGE.get(row.get("Usage") or ""), preprocess_face(px.reshape(side, side)), int(
+            row["emotion"])
+
+
+# --------------------------------------------------------------------------- splitting
+
+def _stratified(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    idx = np.arange(len(split))
+    strat = split.y if np.bincount(split.y).min(initial=2) >= 2 else None
+    a, b = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    return Split(split.x[a], split.y[a]), Split(split.x[b], split.y[b])
+
+
+def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction: float = 0.1
+                ) -> Dataset:
+    """Train/val/test from whatever splits the source has (see the module docstring of rules).
+
+    - train+val+test: used as given.
+    - train+one other (``validation/`` or ``test/``): the other is the test set; a stratified
+      ``val_fraction`` of train becomes the validation set (early stopping never sees the test).
+    - no splits: stratified 80:10:10.
+    """
+    def cat(*splits: Split) -> Split:
+        ss = [s for s in splits if s is not None]
+        return Split(np.concatenate([s.x for s in ss]), np.concatenate([s.y for s in ss]),
+                     sum(s.no_face for s in ss))
+
+    train, val, test, unsplit = (groups.get(k) for k in ("train", "val", "test", None))
+    if train is None:
+        pool = cat(*(s for s in (unsplit, val, test) if s is not None))
+        rest, test_s = _stratified(pool, 0.1, seed)
+        train_s, val_s = _stratified(rest, 1.0 / 9.0, seed)
+        rule = "stratified 80:10:10 of an unsplit dataset"
+    elif val is not None and test is not None:
+        train_s, val_s, test_s = train, val, test
+        rule = "train/val/test as given"
+    else:
+        test_s = test if test is not None else val
+        if test_s is None:
+            rest, test_s = _stratified(train, 0.1, seed)
+            train = rest
+            rule = "test: stratified 10% of train; val: stratified 10% of the rest"
+        else:
+            rule = "test: the dataset's validation/test split; val: stratified 10% of train"
+        train_s, val_s = _stratified(train, val_fraction, seed)
+    info = {"split_rule": rule, "seed": seed,
+            "counts": {name: {LABELS[i]: int(c) for i, c in
+                              enumerate(np.bincount(s.y, minlength=len(LABELS)))}
+                       for name, s in (("train", train_s), ("val", val_s), ("test", test_s))},
+            "no_face": sum(s.no_face for s in groups.values())}
+    return Dataset(train_s, val_s, test_s, info)
+
+
+def cache_key(path: Path, detect: str) -> str:
+    st = path.stat()
+    raw = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{detect}|{INPUT_SIZE}|v1"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def load_dataset(path: str | os.PathLike, seed: int = 1234, detect: str = "auto",
+                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+    """Read, preprocess and split a dataset; preprocessed arrays are cached in ``cache_dir``."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: no such file or folder")
+    groups: dict[str | None, Split] | None = None
+    cache = Path(cache_dir) / f"{cache_key(p, detect)}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        groups = {}
+        for k in ("train", "val", "test", "none"):
+            if f"{k}_x" in z:
+                groups[None if k == "none" else k] = Split(z[f"{k}_x"], z[f"{k}_y"],
+                                                           int(z[f"{k}_nf"]))
+        log.info("loaded preprocessed images from cache %s", cache)
+    if groups is None:
+        groups = read_samples(p, detect)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {}
+            for k, s in groups.items():
+                name = k or "none"
+                arrays.update({f"{name}_x": s.x, f"{name}_y": s.y, f"{name}_nf": np.array(s.no_face)})
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(cache)
+    ds = make_splits(groups, seed)
+    ds.info["source"] = str(p)
+    return ds

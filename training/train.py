@@ -1,0 +1,232 @@
+"""Training: named steps (data -> balance -> model -> fit -> evaluate -> export)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.augment import AugmentConfig
+from training.data import Dataset, Split, load_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (recorded in the run folder and the metadata)."""
+
+    data: str
+    out: str = "runs/default"
+    #: Exported model folder name under ``models_dir``.
+    name: str = "default"
+    models_dir: str = "models"
+    weights: str | None = None  # None (from scratch) or "imagenet"
+    width: float = 0.25
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    patience: int = 5
+    #: Stop (keeping the best weights) after this many minutes; 0 = no limit.
+    max_minutes: float = 0.0
+    #: "class_weight", "smote" or "none".
+    balance: str = "class_weight"
+    class_weight_power: float = 0.5
+    seed: int = 1234
+    detect: str = "auto"
+    jit_compile: bool = True
+    resume: bool = False
+    #: ImageNet path only: epochs with the base frozen, then fine-tune the top blocks.
+    frozen_epochs: int = 5
+    finetune_blocks: int = 2
+    finetune_lr: float = 1e-4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
+    #: Keep at most this many training images (tiny runs and tests); 0 = all.
+    limit: int = 0
+    export: bool = True
+    verbose: int = 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras (TensorFlow) RNGs."""
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def balance_split(train: Split, cfg: TrainConfig) -> tuple[Split, dict[int, float] | None]:
+    """Apply the chosen class-balance method to the training split only."""
+    from training.balance import class_weights, smote
+
+    if cfg.balance == "smote":
+        x, y = smote(train.x, train.y, seed=cfg.seed)
+        log.info("SMOTE: %d -> %d training images", len(train), len(y))
+        return Split(x, y), None
+    if cfg.balance == "class_weight":
+        return train, class_weights(train.y, cfg.class_weight_power)
+    if cfg.balance == "none":
+        return train, None
+    raise ValueError(f"balance must be class_weight, smote or none, not {cfg.balance!r}")
+
+
+def make_tf_dataset(split: Split, batch_size: int, augment: AugmentConfig | None = None,
+                    shuffle: bool = False, seed: int = 1234,
+                    class_weight: dict[int, float] | None = None):  # -> tf.data.Dataset
+    """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``; augmentation on the fly."""
+    import tensorflow as tf
+
+    from training.augment import build_augmenter
+
+    x = split.x[..., None].astype(np.float32)
+    tensors: tuple = (x, split.y)
+    if class_weight is not None:
+        w = np.array([class_weight[int(c)] for c in split.y], np.float32)
+        tensors = (x, split.y, w)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        aug = build_augmenter(augment, seed)
+
+        def apply(xb, *rest):
+            return (tf.clip_by_value(aug(xb, training=True), 0.0, 255.0), *rest)
+
+        ds = ds.map(apply, num_parallel_calls=1)
+    return ds.prefetch(2)
+
+
+class TimeBudget:
+    """Keras callback factory: stop training once ``minutes`` have elapsed."""
+
+    @staticmethod
+    def make(minutes: float):
+        import keras
+
+        class _Budget(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.t0 = time.monotonic()
+
+            def on_epoch_end(self, epoch, logs=None):  # noqa: D401 - keras hook
+                if minutes and (time.monotonic() - self.t0) / 60.0 >= minutes:
+                    log.warning("time budget of %.1f min reached after epoch %d; stopping",
+                                minutes, epoch + 1)
+                    self.model.stop_training = True
+
+        return _Budget()
+
+
+def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
+        initial_epoch: int = 0, epochs: int | None = None, best: float | None = None):
+    """Fit with EarlyStopping, ReduceLROnPlateau, checkpoints (best + last), CSV/TensorBoard logs."""
+    import keras
+
+    epochs = cfg.epochs if epochs is None else epochs
+    train_ds = make_tf_dataset(ds.train, cfg.batch_size, cfg.augment, shuffle=True,
+                               seed=cfg.seed, class_weight=class_weight)
+    val_ds = make_tf_dataset(ds.val, 256)
+    state_path = out / "state.json"
+
+    class _State(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            prev = json.loads(state_path.read_text()) if state_path.exists() else {}
+            b = max(prev.get("best_val_accuracy", 0.0), float((logs or {}).get("val_accuracy", 0)))
+            state_path.write_text(json.dumps({"epoch": epoch + 1, "best_val_accuracy": b}))
+
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_accuracy",
+                                        save_best_only=True, initial_value_threshold=best),
+        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+        _State(),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
+                                          min_lr=1e-5),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
+        TimeBudget.make(cfg.max_minutes),
+    ]
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                     callbacks=callbacks, verbose=cfg.verbose)
+
+
+def build_for(cfg: TrainConfig):
+    """The model to train: ImageNet VGG16 when asked for and reachable, else from scratch."""
+    from training.model import WeightsUnavailable, build_model, compile_model, freeze_base
+
+    if cfg.weights == "imagenet":
+        try:
+            model = build_model(weights="imagenet")
+            freeze_base(model)
+            compile_model(model, cfg.lr, cfg.jit_compile)
+            return model, "imagenet"
+        except WeightsUnavailable as exc:
+            log.warning("%s -- FALLING BACK to training VGG16 from scratch (with BatchNorm)", exc)
+    model = build_model(width=cfg.width)
+    compile_model(model, cfg.lr, cfg.jit_compile)
+    return model, "scratch"
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the whole pipeline; returns the evaluation report of the best model on the test split."""
+    import keras
+
+    seed_everything(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    ds = load_dataset(cfg.data, seed=cfg.seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
+    if cfg.limit and len(ds.train) > cfg.limit:
+        ds.train = Split(ds.train.x[: cfg.limit], ds.train.y[: cfg.limit])
+    log.info("data: train %d, val %d, test %d (%s)", len(ds.train), len(ds.val), len(ds.test),
+             ds.info["split_rule"])
+    (out / "split.json").write_text(json.dumps(ds.info, indent=2))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    ds.train, cw = balance_split(ds.train, cfg)
+
+    state_path = out / "state.json"
+    if cfg.resume and (out / "last.keras").exists() and state_path.exists():
+        state = json.loads(state_path.read_text())
+        model = keras.models.load_model(out / "last.keras")
+        start, best, origin = int(state["epoch"]), float(state["best_val_accuracy"]), "resumed"
+        log.info("resuming after epoch %d (best val accuracy %.4f)", start, best)
+        origin = json.loads((out / "origin.json").read_text())["weights"]
+        fit(model, ds, cfg, out, cw, initial_epoch=start, best=best)
+    else:
+        if cfg.resume:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", out)
+        model, origin = build_for(cfg)
+        (out / "origin.json").write_text(json.dumps({"weights": origin}))
+        if origin == "imagenet":
+            from training.model import unfreeze
+
+            fit(model, ds, cfg, out, cw, epochs=cfg.frozen_epochs)
+            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr)
+            fit(model, ds, cfg, out, cw, initial_epoch=cfg.frozen_epochs,
+                best=json.loads(state_path.read_text())["best_val_accuracy"])
+        else:
+            fit(model, ds, cfg, out, cw)
+
+    from training.evaluate import evaluate_model, save_report
+
+    best_model = keras.models.load_model(out / "best.keras")
+    report = evaluate_model(best_model, ds.test)
+    report["val"] = {k: evaluate_model(best_model, ds.val)[k] for k in ("accuracy", "macro_f1")}
+    report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
+    report["weights"] = origin
+    save_report(report, out, history_csv=out / "history.csv")
+    if cfg.export:
+        from training.export import export_model
+
+        export_model(best_model, Path(cfg.models_dir) / cfg.name, cfg, ds.info, report)
+    return report
