@@ -1,0 +1,1 @@
+"""FaceDApps streaming server (aiohttp + aiortc)."""

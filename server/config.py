@@ -1,0 +1,69 @@
+"""Server configuration: one frozen dataclass, built once in run.py (or a test) and passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server depends on. No component reads the environment by itself."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Model folder (``model.keras`` + ``metadata.json``), as written by ``run.py train``.
+    model_dir: str = "models/default"
+    #: Classifier backend: ``auto`` or a name from ``server.classifier.BACKENDS``.
+    backend: str = "auto"
+    #: Sessions at once (WebRTC peers + WebSocket streams); beyond it ``/offer`` answers 503.
+    max_sessions: int = 16
+    #: Sessions at once from one client address.
+    max_sessions_per_ip: int = 4
+    #: Batcher: most faces classified in one model call.
+    max_batch_size: int = 16
+    #: Batcher: longest a face waits for others to join its batch, in milliseconds.
+    max_wait_ms: float = 4.0
+    #: Threads for frame decoding + face detection (0: one per core).
+    detect_workers: int = 0
+    #: STUN/TURN URLs given to the server's peer connections and to the page.
+    ice_servers: tuple[str, ...] = ()
+    turn_username: str | None = None
+    turn_credential: str | None = None
+    #: Close a peer that has not connected after this many seconds.
+    connect_timeout_s: float = 30.0
+    #: Close a session whose video has been silent this long (seconds).
+    idle_timeout_s: float = 20.0
+    #: Data-channel heartbeat period (seconds).
+    heartbeat_s: float = 5.0
+    #: Largest HTTP request body (bytes): uploads and offers.
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: Largest SDP accepted by ``/offer`` (characters).
+    max_sdp_chars: int = 64 * 1024
+    #: Largest decoded image (pixels) for uploads and streamed frames.
+    max_pixels: int = 4096 * 4096
+    #: Largest WebSocket message (bytes).
+    max_ws_message_bytes: int = 2 * 1024 * 1024
+    #: Most messages per second a client may send on a WebSocket or data channel.
+    max_messages_per_s: float = 60.0
+    #: Origins allowed on /offer and WebSocket upgrades besides the server's own host.
+    allowed_origins: tuple[str, ...] = ()
+    #: Optional access token required on /offer and WebSockets (``?token=`` or header).
+    access_token: str | None = None
+    #: Directory of the browser client.
+    client_dir: str = field(
+        default_factory=lambda: os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "client"))
+    # Public demo (ngrok).
+    ngrok: bool = False
+    ngrok_authtoken: str | None = None
+    basic_auth: str | None = None
+    insecure_public: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
+            raise ValueError("session limits must be >= 1")

@@ -1,0 +1,89 @@
+"""Shared test helpers: a tiny real model folder, face frames, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.preprocess import INPUT_SIZE, LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES_DIR = ROOT / "tests" / "fixtures" / "faces"
+SHARED_ZIP = ROOT.parent / "shared" / "data" / "fer2013-train-validation.zip"
+
+
+def make_tiny_model_dir(path: Path) -> Path:
+    """A randomly initialised VGG16 (width 1/16) exported with real metadata."""
+    from training.model import build_model
+
+    path.mkdir(parents=True, exist_ok=True)
+    model = build_model(width=0.0625)
+    model.save(path / "model.keras")
+    (path / "metadata.json").write_text(json.dumps({
+        "name": "tiny-test", "format_version": 1, "files": {"keras": "model.keras"},
+        "labels": list(LABELS), "input": {"size": INPUT_SIZE, "channels": 1,
+                                          "dtype": "float32", "range": [0, 255]}}))
+    return path
+
+
+class FakeClassifier:
+    """Deterministic stand-in: probabilities from mean brightness; records batch sizes."""
+
+    name = "fake"
+    backend = "fake"
+    device = "CPU"
+    labels = LABELS
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.batches.append(len(x))
+        out = np.full((len(x), len(LABELS)), 0.01, np.float32)
+        out[:, 3] = 0.94  # happy
+        return out
+
+
+def face_images() -> list[np.ndarray]:
+    """The fixture FER2013 faces (48x48 gray)."""
+    return [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(FACES_DIR.glob("*.jpg"))]
+
+
+def face_frame(i: int = 0, x: int = 220, y: int = 120, side: int = 200,
+               size: tuple[int, int] = (640, 480)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A BGR frame with one upscaled real face at ``(x, y)``; returns the frame and face box."""
+    faces = face_images()
+    w, h = size
+    frame = np.full((h, w, 3), 128, np.uint8)
+    face = cv2.resize(faces[i % len(faces)], (side, side), interpolation=cv2.INTER_CUBIC)
+    frame[y : y + side, x : x + side] = face[..., None]
+    return frame, (x, y, side, side)
+
+
+def iou(a, b) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    ix = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    return inter / float(aw * ah + bw * bh - inter)
+
+
+async def wait_for(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll ``pred()`` until truthy, or fail after ``timeout`` seconds (never sleeps blindly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
