@@ -40,6 +40,9 @@ def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}; at most {max_pixels} pixels are accepted",
+                         status=413) from exc
     except Exception as exc:  # PIL raises many types for garbage headers
         raise ImageError(f"unreadable {kind} image: {exc}") from exc
     if w * h > max_pixels:

@@ -1,0 +1,161 @@
+"""HTTP routes through pytest-aiohttp: health, metrics, predict, offer validation."""
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.app import create_app
+from server.config import ServerConfig
+from tests.helpers import FakeClassifier, face_frame, iou
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    app = create_app(ServerConfig(max_sessions=2, max_pixels=2000 * 2000,
+                                  max_body_bytes=512 * 1024), classifier=FakeClassifier())
+    return await aiohttp_client(app)
+
+
+def jpeg(img, q=90) -> bytes:
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1].tobytes()
+
+
+async def test_healthz_and_metrics(client):
+    r = await client.get("/healthz")
+    body = await r.json()
+    assert r.status == 200
+    assert body == {"status": "ok", "model": "fake", "backend": "fake", "device": "CPU",
+                    "sessions": 0}
+    r = await client.get("/metrics")
+    text = await r.text()
+    assert r.status == 200
+    for name in ("facedapps_sessions", "facedapps_frames_received_total",
+                 "facedapps_frames_dropped_total", "facedapps_batch_size",
+                 "facedapps_latency_seconds"):
+        assert name in text
+
+
+async def test_index_and_config(client):
+    r = await client.get("/")
+    assert r.status == 200 and "<html" in (await r.text()).lower()
+    cfg = await (await client.get("/config")).json()
+    assert cfg["ice_servers"] == [] and cfg["transport"] == "auto"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "multipart"])
+async def test_predict_finds_the_face(client, fmt):
+    frame, box = face_frame(0)
+    if fmt == "png":
+        data = cv2.imencode(".png", frame)[1].tobytes()
+        r = await client.post("/api/predict", data=data,
+                              headers={"Content-Type": "image/png"})
+    elif fmt == "jpeg":
+        r = await client.post("/api/predict", data=jpeg(frame),
+                              headers={"Content-Type": "image/jpeg"})
+    else:
+        import aiohttp
+
+        form = aiohttp.FormData()
+        form.add_field("image", jpeg(frame), filename="f.jpg", content_type="image/jpeg")
+        r = await client.post("/api/predict", data=form)
+    body = await r.json()
+    assert r.status == 200, body
+    assert (body["width"], body["height"]) == (640, 480)
+    assert len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert iou(face["box"], box) > 0.25
+    assert face["label"] == "happy" and set(face["scores"]) == {
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+
+
+async def test_predict_face_crop_is_taken_whole(client):
+    crop = face_frame(0)[0][120:168, 220:268]
+    r = await client.post("/api/predict", data=jpeg(crop))
+    body = await r.json()
+    assert r.status == 200 and body["faces"][0]["box"] == [0, 0, 48, 48]
+
+
+def tiff_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (64, 64)).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def huge_png() -> bytes:
+    # 20000x20000 declared in the header; the pixel limit refuses it before decoding.
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"", 400),
+    (jpeg(face_frame(0)[0])[:300], 400),  # truncated
+    (b"\xff\xd8\xff" + b"\x00" * 50, 400),  # JPEG magic, garbage after
+    (b"hello, not an image", 415),
+    (b"GIF89a" + b"\x00" * 20, 415),
+], ids=["empty", "truncated", "garbage-jpeg", "text", "gif"])
+async def test_predict_bad_input(client, data, status):
+    r = await client.post("/api/predict", data=data)
+    body = await r.json()
+    assert r.status == status, body
+    assert isinstance(body["error"], str) and body["error"]
+
+
+async def test_predict_tiff_huge_and_oversized(client):
+    r = await client.post("/api/predict", data=tiff_bytes())
+    assert r.status == 415
+    r = await client.post("/api/predict", data=huge_png())
+    assert r.status == 413 and "pixels" in (await r.json())["error"]
+    r = await client.post("/api/predict", data=b"\xff\xd8\xff" + b"\x00" * (600 * 1024))
+    assert r.status == 413 and "error" in await r.json()
+
+
+async def test_predict_multipart_without_image_field(client):
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("other", b"x", filename="x.bin")
+    r = await client.post("/api/predict", data=form)
+    assert r.status == 400
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"x" * (1024 * 1024),
+    bytes(range(256)) * 4,
+    b"not json",
+    b"[1, 2]",
+    json.dumps({"sdp": "v=0\r\n", "type": "answer"}).encode(),
+    json.dumps({"type": "offer"}).encode(),
+    json.dumps({"sdp": 5, "type": "offer"}).encode(),
+    json.dumps({"sdp": "hello", "type": "offer"}).encode(),
+    json.dumps({"sdp": "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "type": "offer"}).encode(),
+    json.dumps({"sdp": "v=0\r\n" + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 300,
+                "type": "offer"}).encode(),
+    json.dumps({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n",
+                "type": "offer"}).encode(),
+], ids=["empty", "1MB", "binary", "not-json", "list", "type-answer", "no-sdp", "sdp-int",
+        "sdp-garbage", "no-media", "300-mlines", "broken-video"])
+async def test_offer_malformed_is_4xx(client, body):
+    r = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status < 500, await r.text()
+    assert "error" in await r.json()
+    health = await (await client.get("/healthz")).json()
+    assert health["sessions"] == 0  # nothing leaked
+
+
+async def test_offer_foreign_origin_is_refused(client):
+    r = await client.post("/offer", data=b"{}", headers={"Origin": "http://evil.example"})
+    assert r.status == 403
+
+
+async def test_unknown_route_is_json_404(client):
+    r = await client.get("/nope")
+    assert r.status == 404

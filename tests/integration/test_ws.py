@@ -1,0 +1,98 @@
+"""WebSocket frame transport (/ws/stream) and result feed (/ws)."""
+
+import asyncio
+
+import aiohttp
+import cv2
+import pytest
+
+from server.app import REGISTRY, create_app
+from server.config import ServerConfig
+from tests.helpers import FakeClassifier, face_frame, iou, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def client(aiohttp_client):
+    app = create_app(ServerConfig(max_ws_message_bytes=256 * 1024, max_messages_per_s=30),
+                     classifier=FakeClassifier())
+    return await aiohttp_client(app)
+
+
+def jpeg(img) -> bytes:
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+async def test_stream_frames_get_results_and_feed_sees_them(client):
+    frame, box = face_frame(2)
+    feed = await client.ws_connect("/ws")
+    ws = await client.ws_connect("/ws/stream")
+    hello = await ws.receive_json(timeout=5)
+    assert hello["type"] == "hello"
+    for _ in range(3):
+        await ws.send_bytes(jpeg(frame))
+        msg = await ws.receive_json(timeout=10)
+        assert msg["type"] == "result" and msg["session"] == hello["session"]
+        assert iou(msg["faces"][0]["box"], box) > 0.25
+    fed = await feed.receive_json(timeout=5)
+    assert fed["type"] == "result" and fed["session"] == hello["session"]
+    await ws.close()
+    await feed.close()
+    await wait_for(lambda: not client.app[REGISTRY].sessions, 5, what="session removal")
+
+
+async def test_stream_bad_frame_gets_error_and_stays_open(client):
+    ws = await client.ws_connect("/ws/stream")
+    await ws.receive_json(timeout=5)
+    await ws.send_bytes(b"definitely not a jpeg")
+    msg = await ws.receive_json(timeout=10)
+    assert msg["type"] == "error" and "JPEG" in msg["error"]
+    frame, _ = face_frame(0)
+    await ws.send_bytes(jpeg(frame))
+    assert (await ws.receive_json(timeout=10))["type"] == "result"
+    await ws.close()
+
+
+async def test_stream_oversized_message_closes_the_socket(client):
+    ws = await client.ws_connect("/ws/stream")
+    await ws.receive_json(timeout=5)
+    await ws.send_bytes(b"\xff\xd8\xff" + b"\x00" * (300 * 1024))
+    msg = await ws.receive(timeout=10)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.CLOSING)
+    await wait_for(lambda: not client.app[REGISTRY].sessions, 5, what="session removal")
+
+
+async def test_stream_flood_is_cut_off(client):
+    ws = await client.ws_connect("/ws/stream")
+    await ws.receive_json(timeout=5)
+    for _ in range(200):
+        if ws.closed:
+            break
+        await ws.send_bytes(b"\xff\xd8\xff")
+    kinds = []
+    while True:
+        msg = await ws.receive(timeout=10)
+        kinds.append(msg.type)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            break
+    assert ws.close_code == 1008
+    await wait_for(lambda: not client.app[REGISTRY].sessions, 5, what="session removal")
+
+
+async def test_feed_filters_by_session(client):
+    frame, _ = face_frame(0)
+    a = await client.ws_connect("/ws/stream")
+    b = await client.ws_connect("/ws/stream")
+    sa = (await a.receive_json(timeout=5))["session"]
+    await b.receive_json(timeout=5)
+    feed = await client.ws_connect(f"/ws?session={sa}")
+    await asyncio.sleep(0.05)
+    for ws in (a, b, a):
+        await ws.send_bytes(jpeg(frame))
+        await ws.receive_json(timeout=10)
+    got = [await feed.receive_json(timeout=5) for _ in range(2)]
+    assert {m["session"] for m in got} == {sa}
+    for ws in (a, b, feed):
+        await ws.close()
