@@ -27,7 +27,7 @@ __all__ = ["create_app", "serve", "ServeError"]
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", ServerConfig)
-CLASSIFIER = web.AppKey("classifier", object)
+CLASSIFIER = web.AppKey("classifier", Classifier)
 ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 FEED = web.AppKey("feed", FeedHub)
@@ -49,9 +49,10 @@ def check_access(request: web.Request) -> None:
         if origin not in own and origin not in cfg.allowed_origins:
             raise web.HTTPForbidden(text='{"error": "origin not allowed"}',
                                     content_type="application/json")
-    if cfg.access_token:
-        given = request.query.get("token") or request.headers.get("X-Access-Token", "")
-        if not hmac.compare_digest(given.encode(), cfg.access_token.encode()):
+    token = cfg.access_token
+    if token:
+        given = request.query.get("token") or request.headers.get("X-Access-Token") or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
             raise web.HTTPUnauthorized(text='{"error": "access token required"}',
                                        content_type="application/json")
 
@@ -136,7 +137,7 @@ async def predict(request: web.Request) -> web.Response:
     except ImageError as exc:
         return _error(exc.status, str(exc))
     ff = await loop.run_in_executor(engine.executor, engine.pipeline.faces_for_image, img)
-    probs = await engine.batcher.submit(ff.batch) if ff.boxes else []
+    probs = await engine.batcher.submit(ff.batch) if ff.boxes else ff.batch[:0]
     faces = [face_dict(None, b, p, p) for b, p in zip(ff.boxes, probs)]
     return web.json_response({"width": ff.width, "height": ff.height, "faces": faces})
 

