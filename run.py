@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""FaceDApps command line: serve (default) | train | evaluate | predict | bench.
+"""FaceDApps command line: serve (default) | train | evaluate | predict | convert | bench.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -26,7 +26,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("FACEDAPPS_PORT", "8080")))
     p.add_argument("--model", default=os.environ.get("FACEDAPPS_MODEL", str(DEFAULT_MODEL)))
     p.add_argument("--backend", default=os.environ.get("FACEDAPPS_BACKEND", "auto"),
-                   help="classifier backend: auto (default), keras")
+                   help="classifier backend: auto (default), keras, litert-int8, litert-fp32")
     p.add_argument("--max-sessions", type=int, default=16, help="global session capacity")
     p.add_argument("--max-sessions-per-ip", type=int, default=4)
     p.add_argument("--max-batch", type=int, default=16, help="batcher: max faces per batch")
@@ -97,13 +97,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tf()
+    from server.classifier import ModelError, load_classifier
     from training.data import DatasetError
     from training.evaluate import evaluate_path
 
     try:
-        report = evaluate_path(args.data, args.model, split=args.split, detect=args.detect,
-                               backend=args.backend)
-    except (DatasetError, FileNotFoundError) as exc:
+        clf = load_classifier(args.model, args.backend)
+        report = evaluate_path(args.data, clf.predict_batch, split=args.split, detect=args.detect)
+        report.update(model=clf.name, backend=clf.backend)
+    except (DatasetError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -139,6 +141,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"image": path, "error": str(exc)}))
             rc = 1
     return rc
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from server.classifier import ModelError, load_classifier
+    from training.convert import convert_model_dir
+    from training.data import DatasetError
+    from training.evaluate import evaluate_path
+
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
+
+    def evaluate(backend: str) -> dict:
+        clf = load_classifier(args.model, backend)
+        return evaluate_path(args.data, clf.predict_batch, split=args.split, cache_dir=cache)
+
+    try:
+        meta = convert_model_dir(args.model, args.quantize, evaluate if args.data else None)
+    except (ModelError, DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = {k: v for k, v in meta["files"].items() if k.startswith("tflite")}
+    print(json.dumps({"files": files, "backends": meta.get("metrics", {}).get("backends", {})}))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -195,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--backend", default="auto")
     pr.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
     pr.set_defaults(fn=cmd_predict)
+
+    c = sub.add_parser("convert", help="write LiteRT fp32/int8 artifacts next to model.keras")
+    c.add_argument("--model", default=str(DEFAULT_MODEL))
+    c.add_argument("--quantize", nargs="+", choices=["none", "dynamic"],
+                   default=["none", "dynamic"], help="none: float32, dynamic: int8 weights")
+    c.add_argument("--data", help="dataset: also measure and record each backend's accuracy")
+    c.add_argument("--split", default="test", choices=["test", "val", "train", "all"])
+    c.set_defaults(fn=cmd_convert)
 
     b = sub.add_parser("bench", help="benchmark backends, pipeline and live server")
     b.add_argument("--model", default=str(DEFAULT_MODEL))

@@ -9,7 +9,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole
 from aiortc.mediastreams import MediaStreamError

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.batcher import BatchError, Batcher
+from server.batcher import Batcher, BatchError
 
 
 class Recorder:
