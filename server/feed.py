@@ -98,11 +98,15 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     cfg = request.app[CONFIG]
     registry = request.app[REGISTRY]
     ip = client_ip(request)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=cfg.max_ws_message_bytes)
     try:
         registry.reserve(ip)
     except CapacityError as exc:
-        return web.json_response({"error": str(exc)}, status=503)
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=cfg.max_ws_message_bytes)
+        # Browsers cannot read an HTTP error on an upgrade: say it on the socket, then close.
+        await ws.prepare(request)
+        await ws.send_str(dumps(error_message(str(exc))))
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"at capacity")
+        return ws
     try:
         await ws.prepare(request)
     except Exception:

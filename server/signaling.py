@@ -37,11 +37,11 @@ class Registry:
     def reserve(self, ip: str) -> None:
         """Claim a slot for ``ip`` or raise CapacityError."""
         if len(self.sessions) + self._reserved >= self.cfg.max_sessions:
-            raise CapacityError(f"server at capacity ({self.cfg.max_sessions} sessions); "
+            raise CapacityError(f"server at capacity (session limit {self.cfg.max_sessions}); "
                                 f"try again later")
         if self.by_ip.get(ip, 0) >= self.cfg.max_sessions_per_ip:
             raise CapacityError(f"too many sessions from your address "
-                                f"({self.cfg.max_sessions_per_ip} at most)")
+                                f"(limit {self.cfg.max_sessions_per_ip})")
         self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
         self._reserved += 1
 

@@ -96,3 +96,18 @@ async def test_feed_filters_by_session(client):
     assert {m["session"] for m in got} == {sa}
     for ws in (a, b, feed):
         await ws.close()
+
+
+async def test_stream_at_capacity_says_so_on_the_socket(aiohttp_client):
+    app = create_app(ServerConfig(max_sessions=1), classifier=FakeClassifier())
+    client = await aiohttp_client(app)
+    a = await client.ws_connect("/ws/stream")
+    await a.receive_json(timeout=5)
+    b = await client.ws_connect("/ws/stream")
+    msg = await b.receive_json(timeout=5)
+    assert msg["type"] == "error" and "capacity" in msg["error"]
+    closing = await b.receive(timeout=5)
+    assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert b.close_code == 1013
+    await a.close()
+    await wait_for(lambda: not app[REGISTRY].sessions, 5, what="session removal")

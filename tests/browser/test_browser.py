@@ -1,0 +1,414 @@
+"""End to end in a real Chromium with a fake camera that plays real FER2013 faces.
+
+The server runs in-process (aiohttp AppRunner on 127.0.0.1, free port, own thread and event
+loop) with the deterministic fake classifier, so these tests check the transport, detection and
+the page, not the model. Chromium is driven by Playwright (no browser download: the system
+``chromium`` is used) with Chromium's fake media flags; see docs in tools/make_face_video.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Where the WebRTC test saves its screenshot: set FACEDAPPS_SCREENSHOT (the README's picture
+#: is made with FACEDAPPS_SCREENSHOT=docs/screenshot.png); otherwise a temporary folder.
+SCREENSHOT_ENV = os.environ.get("FACEDAPPS_SCREENSHOT")
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+
+
+CHROMIUM = _find_chromium()
+
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI must run the browser tests, but Chromium is missing: "
+                       "`apt-get install -y chromium` (test.sh does this as root)")
+
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Chromium not found: install it with `apt-get install -y chromium` (Debian) "
+               "— .ci/run does this"),
+    pytest.mark.timeout(120),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from aiohttp import web  # noqa: E402
+
+from server.app import create_app  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
+from tools.make_face_video import make_video  # noqa: E402
+
+# A result is overlaid: the canvas has drawn (non-transparent) pixels.
+OVERLAY_PIXELS_JS = """() => {
+  const c = document.getElementById('overlay');
+  if (!c || !c.width || !c.height) return 0;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++;
+  return n;
+}"""
+
+
+class ServerThread:
+    """An aiohttp app served on 127.0.0.1:<free port> by its own event loop in a thread."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.port = 0
+        self.leftover: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.thread = threading.Thread(target=self._run, name="facedapps-test-server",
+                                       daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._start())
+        except BaseException as exc:  # reported to the test thread
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.runner.cleanup())
+            self.leftover = self._finish_tasks()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def _finish_tasks(self) -> list[str]:
+        """Cancel tasks still pending after the app's cleanup (as asyncio.run does); their names."""
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        return [repr(t.get_coro()) for t in pending]
+
+    async def _start(self) -> None:
+        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def start(self) -> str:
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("test server did not start within 30 s")
+        if self.error is not None:
+            raise RuntimeError(f"test server failed to start: {self.error!r}") from self.error
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(20)
+        assert not self.thread.is_alive(), "test server did not stop within 20 s"
+        if self.leftover:
+            print(f"\ntasks left after the app's cleanup: {self.leftover}")
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "faces.y4m", seconds=4, fps=15)
+
+
+@pytest.fixture(scope="module")
+def browser(face_video):
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-video-capture={face_video}", "--no-sandbox",
+                  "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def server(tmp_path, fake_classifier):
+    cfg = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1)
+    st = ServerThread(create_app(cfg, classifier=fake_classifier))
+    url = st.start()
+    try:
+        yield url
+    finally:
+        st.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1180, "height": 760})
+    pg = context.new_page()
+    pg.errors = []  # uncaught exceptions in the page
+    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def state(page) -> dict:
+    return page.evaluate("() => window.facedapps")
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.facedapps && window.facedapps.configLoaded",
+                           timeout=10_000)
+    assert state(page)["state"] == "idle"
+    assert page.get_attribute("body", "data-state") == "idle"
+    assert "never stored" in page.inner_text("#privacy")
+
+
+def wait_results(page, n: int, transport: str, timeout_ms: int = 30_000) -> dict:
+    """Wait (bounded) for ``n`` results over ``transport``, or for the page to report an error."""
+    try:
+        page.wait_for_function(
+            """([n, t]) => { const a = window.facedapps;
+                 return a.state === 'error' || (a.results >= n && a.transport === t); }""",
+            arg=[n, transport], timeout=timeout_ms)
+    except sync_api.TimeoutError:
+        s = state(page)
+        raise AssertionError(f"no {n} results over {transport} in {timeout_ms} ms: state="
+                             f"{s['state']} transport={s['transport']} results={s['results']} "
+                             f"status={s['status']!r} error={s['error']!r}") from None
+    s = state(page)
+    assert s["state"] == "running", f"page error: {s['error']!r} (status {s['status']!r})"
+    return s
+
+
+def wait_overlay(page, timeout_ms: int = 15_000) -> int:
+    """Wait until the latest result has a face and the overlay shows it; returns drawn pixels."""
+    handle = page.wait_for_function(
+        f"""() => {{ const r = window.facedapps.lastResult;
+               if (!r || !r.faces || !r.faces.length) return 0;
+               return ({OVERLAY_PIXELS_JS})(); }}""", timeout=timeout_ms)
+    return handle.json_value()
+
+
+def check_result(msg: dict) -> None:
+    assert msg["type"] == "result"
+    assert msg["width"] > 0 and msg["height"] > 0 and msg["latency_ms"] >= 0
+    assert msg["faces"], "the fake camera shows a face in every frame"
+    face = msg["faces"][0]
+    x, y, w, h = face["box"]
+    assert w > 40 and h > 40, face["box"]
+    assert -w / 2 <= x <= msg["width"] and -h / 2 <= y <= msg["height"], face["box"]
+    assert face["label"] in LABELS and 0 <= face["score"] <= 1
+    assert list(face["scores"]) == LABELS
+
+
+def measure_rate(page, seconds: float = 3.0) -> float:
+    n0, t0 = state(page)["results"], time.monotonic()
+    page.wait_for_timeout(seconds * 1000)
+    n1, t1 = state(page)["results"], time.monotonic()
+    return (n1 - n0) / (t1 - t0)
+
+
+def stop_and_check(page) -> None:
+    page.click("#stop")
+    page.wait_for_function("() => document.body.dataset.state === 'idle'", timeout=5_000)
+    s = state(page)
+    assert s["transport"] is None and s["state"] == "idle"
+    assert page.evaluate("() => document.getElementById('video').srcObject") is None
+    assert page.evaluate(OVERLAY_PIXELS_JS) == 0, "Stop clears the overlay"
+    # The server notices the close and frees the session (bounded wait).
+    page.wait_for_function(
+        "async () => (await (await fetch('/healthz')).json()).sessions === 0", timeout=15_000,
+        polling=250)
+
+
+def test_webrtc_end_to_end(server, page, tmp_path):
+    open_page(page, server + "/")
+    page.click("#start")
+    s = wait_results(page, 5, "webrtc")
+    check_result(s["lastResult"])
+    assert s["fallback"] is False
+
+    pixels = wait_overlay(page)
+    assert pixels > 200, pixels
+    # Bars show the largest face (the fake classifier always says happy 94%).
+    assert page.get_attribute("#bars", "class") == "bars"
+    assert page.inner_text("#bars .bar-row[data-label=happy] .pct") == "94%"
+    assert page.inner_text("#r-transport") == "WebRTC"
+    assert page.inner_text("#r-faces") == "1"
+
+    rate = measure_rate(page)
+    print(f"\nWebRTC: {rate:.1f} results/s (page fps readout {state(page)['fps']}, "
+          f"server latency {state(page)['lastResult']['latency_ms']} ms, "
+          f"data-channel rtt {state(page)['rttMs']} ms)")
+    assert rate >= 1.0, f"only {rate:.2f} results/s over WebRTC"
+    assert "results/s" in page.inner_text("#r-fps")
+
+    wait_overlay(page)
+    shot = Path(SCREENSHOT_ENV) if SCREENSHOT_ENV else tmp_path / "screenshot.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+
+    stop_and_check(page)
+    assert page.errors == []
+
+
+def test_websocket_transport(server, page):
+    open_page(page, server + "/?transport=ws")
+    page.click("#start")
+    s = wait_results(page, 5, "ws")
+    check_result(s["lastResult"])
+    assert wait_overlay(page) > 200
+    assert page.inner_text("#r-transport") == "WebSocket"
+
+    rate = measure_rate(page)
+    s = state(page)
+    print(f"\nWebSocket: {rate:.1f} results/s (server latency {s['lastResult']['latency_ms']} ms, "
+          f"frame round trip {s['rttMs']} ms)")
+    assert rate >= 1.0, f"only {rate:.2f} results/s over the WebSocket"
+    assert s["rttMs"] is not None and s["rttMs"] > 0
+
+    stop_and_check(page)
+    assert page.errors == []
+
+
+def test_falls_back_to_websocket_when_webrtc_does_not_connect(server, page):
+    # WebRTC that never completes: the answer is never applied, so nothing connects.
+    page.add_init_script("""
+      RTCPeerConnection.prototype.setRemoteDescription = function () {
+        return new Promise(() => {});
+      };""")
+    page.route("**/config", lambda route: route.fulfill(json={
+        "ice_servers": [], "transport": "auto", "webrtc_timeout_ms": 1500,
+        "access_token_required": False}))
+    open_page(page, server + "/")
+    page.click("#start")
+    s = wait_results(page, 3, "ws")
+    assert s["fallback"] is True
+    assert "WebRTC did not connect; using WebSocket fallback" in page.inner_text("#status")
+    assert page.inner_text("#r-transport") == "WebSocket (fallback)"
+    check_result(s["lastResult"])
+    page.click("#stop")
+    assert page.errors == []
+
+
+def test_capacity_error_is_shown(server, page):
+    page.route("**/offer", lambda route: route.fulfill(
+        status=503, json={"error": "server at capacity (16 sessions); try again later"}))
+    open_page(page, server + "/")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=15_000)
+    text = page.inner_text("#error")
+    assert "at capacity" in text and "16 sessions" in text, text
+    assert page.get_attribute("body", "data-state") == "error"
+    assert state(page)["transport"] is None  # no silent fallback at capacity
+    assert page.evaluate("() => document.getElementById('video').srcObject") is None
+    assert page.errors == []
+
+
+def test_camera_denied_is_shown(server, page):
+    page.add_init_script("""
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));""")
+    open_page(page, server + "/")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=10_000)
+    assert "denied" in page.inner_text("#error")
+    assert page.is_enabled("#start") and not page.is_enabled("#stop")
+    assert page.errors == []
+
+
+@pytest.fixture
+def token_server(tmp_path, fake_classifier):
+    cfg = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1,
+                       access_token="s3cret-token")
+    st = ServerThread(create_app(cfg, classifier=fake_classifier))
+    url = st.start()
+    try:
+        yield url
+    finally:
+        st.stop()
+
+
+def test_access_token(token_server, page):
+    # Without a token the page asks for one instead of starting the camera.
+    open_page(page, token_server + "/")
+    assert state(page)["config"]["access_token_required"] is True
+    assert page.is_visible("#token")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=10_000)
+    assert "access token" in page.inner_text("#error")
+
+    # A wrong token: the server's 401 is shown, with no fallback.
+    open_page(page, token_server + "/?token=wrong")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=15_000)
+    assert "Not authorised" in page.inner_text("#error")
+
+    # The right token in the link: both transports work.
+    for transport in ("webrtc", "ws"):
+        open_page(page, token_server + f"/?token=s3cret-token&transport={transport}")
+        assert not page.is_visible("#token")
+        page.click("#start")
+        check_result(wait_results(page, 3, transport)["lastResult"])
+        page.click("#stop")
+    assert page.errors == []
+
+
+def test_stop_while_connecting_then_restart(server, page):
+    open_page(page, server + "/")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'starting'", timeout=5_000)
+    page.click("#stop")  # cancels the start in flight
+    page.wait_for_function("() => window.facedapps.state === 'idle'", timeout=5_000)
+    page.wait_for_timeout(500)
+    assert state(page)["state"] == "idle" and state(page)["transport"] is None
+    # Start again: a fresh camera stream and peer connection work.
+    page.click("#start")
+    check_result(wait_results(page, 3, "webrtc")["lastResult"])
+    stop_and_check(page)
+    page.click("#start")
+    check_result(wait_results(page, state(page)["results"] + 3, "webrtc")["lastResult"])
+    stop_and_check(page)
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+def test_server_going_away_is_shown(tmp_path, fake_classifier, page, transport):
+    cfg = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1)
+    st = ServerThread(create_app(cfg, classifier=fake_classifier))
+    url = st.start()
+    try:
+        open_page(page, url + f"/?transport={transport}")
+        page.click("#start")
+        wait_results(page, 3, transport)
+    finally:
+        st.stop()  # closes every peer and socket
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=15_000)
+    assert "Connection lost" in page.inner_text("#error")
+    assert state(page)["transport"] is None
+    assert page.evaluate("() => document.getElementById('video').srcObject") is None
+    assert page.errors == []

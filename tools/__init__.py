@@ -1,0 +1,1 @@
+"""Developer tools (test-video generation)."""
