@@ -23,8 +23,17 @@ def smote(x: np.ndarray, y: np.ndarray, seed: int = 1234, k_neighbors: int = 5
     """
     from imblearn.over_sampling import SMOTE
 
-    smallest = int(np.bincount(y)[np.bincount(y) > 0].min())
-    k = max(1, min(k_neighbors, smallest - 1))
+    y = np.asarray(y)
+    counts = np.bincount(y)
+    if np.count_nonzero(counts) < 2:  # nothing to balance (SMOTE needs two classes)
+        return x.copy(), y.copy()
     flat = x.reshape(len(x), -1).astype(np.float32)
+    single = np.flatnonzero(counts == 1)
+    if single.size:  # SMOTE needs a neighbour: a one-image class is duplicated first
+        dup = np.isin(y, single)
+        flat, y = np.concatenate([flat, flat[dup]]), np.concatenate([y, y[dup]])
+        counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min())
+    k = max(1, min(k_neighbors, smallest - 1))
     xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, y)
     return np.clip(np.rint(xs), 0, 255).astype(np.uint8).reshape((-1,) + x.shape[1:]), ys

@@ -7,6 +7,7 @@ crops (``training.preprocess``); larger images go through face detection first.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -14,7 +15,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -65,10 +66,14 @@ def _iter_entries(path: Path) -> Iterator[tuple[PurePosixPath, Callable[[], byte
             if p.is_file():
                 yield PurePosixPath(p.relative_to(path).as_posix()), p.read_bytes
     elif path.suffix.lower() == ".zip":
-        zf = zipfile.ZipFile(path)
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            if not info.is_dir():
-                yield PurePosixPath(info.filename), (lambda i=info: zf.read(i))
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DatasetError(f"{path}: not a readable zip file ({exc})") from exc
+        with zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                if not info.is_dir():
+                    yield PurePosixPath(info.filename), functools.partial(zf.read, info)
     else:
         raise DatasetError(f"{path}: expected a dataset folder or a .zip of one")
 
@@ -77,6 +82,13 @@ def _decode(data: bytes, name: str) -> np.ndarray | None:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         log.warning("skipping %s: not a readable image", name)
+        return None
+    if img.dtype == np.uint16:  # 16-bit PNG: keep the high byte rather than saturating
+        img = (img // 257).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha
+        img = img[:, :, 0]
     return img
 
 
@@ -102,6 +114,8 @@ def read_samples(
         raise DatasetError(f"--detect must be auto, always or never, not {detect!r}")
     groups: dict[str | None, tuple[list[np.ndarray], list[int], list[int]]] = {}
     csv_found = False
+    if detect != "never" and detector is None:
+        detector = _LazyDetector()  # one detector for the whole dataset, made on first use
     for rel, read in _iter_entries(path):
         if rel.name.lower().endswith(".csv") and "fer2013" in rel.name.lower():
             csv_found = True
@@ -136,6 +150,20 @@ def read_samples(
     return out
 
 
+class _LazyDetector:
+    """Creates the BlazeFace detector only when an image actually needs detection."""
+
+    def __init__(self) -> None:
+        self._det: object | None = None
+
+    def detect(self, bgr: np.ndarray) -> list:
+        if self._det is None:
+            from training.faces import FaceDetector
+
+            self._det = FaceDetector()
+        return self._det.detect(bgr)  # type: ignore[attr-defined]
+
+
 def face_from_image(img: np.ndarray, detect: str = "auto", detector: object | None = None
                     ) -> np.ndarray | None:
     """Preprocessed crop of the largest face (or of the whole image if it is a face crop)."""
@@ -147,7 +175,12 @@ def face_from_image(img: np.ndarray, detect: str = "auto", detector: object | No
         detector = FaceDetector()
     from training.preprocess import crop_face, to_gray
 
-    bgr = img if img.ndim == 3 and img.shape[2] == 3 else cv2.cvtColor(to_gray(img), cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        bgr = img
+    elif img.ndim == 3 and img.shape[2] == 4:
+        bgr = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    else:
+        bgr = cv2.cvtColor(to_gray(img), cv2.COLOR_GRAY2BGR)
     boxes = detector.detect(bgr)  # type: ignore[attr-defined]
     if not boxes:
         return None
@@ -156,24 +189,42 @@ def face_from_image(img: np.ndarray, detect: str = "auto", detector: object | No
 
 
 def _read_fer_csv(data: bytes) -> Iterator[tuple[str | None, np.ndarray, int]]:
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
-    if reader.fieldnames is None or not {"emotion", "pixels"} <= set(reader.fieldnames):
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+    if reader.fieldnames is None:
+        raise DatasetError("fer2013.csv is empty")
+    reader.fieldnames = [f.strip() for f in reader.fieldnames]
+    if not {"emotion", "pixels"} <= set(reader.fieldnames):
         raise DatasetError("fer2013.csv needs the columns emotion,pixels[,Usage]")
-    for row in reader:
-        px = np.array(row["pixels"].split(), np.uint8)
+    for line, row in enumerate(reader, start=2):
+        try:
+            px = np.array(row["pixels"].split(), np.int64)
+            label = int(row["emotion"])
+        except (ValueError, AttributeError) as exc:
+            raise DatasetError(f"fer2013.csv line {line}: {exc}") from exc
         side = int(round(len(px) ** 0.5))
-        if side * side != len(px):
-            raise DatasetError(f"fer2013.csv: a row has {len(px)} pixels, not a square image")
-        yield FER_USAGE.get(row.get("Usage") or ""), preprocess_face(px.reshape(side, side)), int(
-            row["emotion"])
+        if len(px) == 0 or side * side != len(px):
+            raise DatasetError(f"fer2013.csv line {line}: {len(px)} pixels, not a square image")
+        if not 0 <= label < len(LABELS):
+            raise DatasetError(f"fer2013.csv line {line}: emotion {label} is not in 0..6")
+        img = np.clip(px, 0, 255).astype(np.uint8).reshape(side, side)
+        yield FER_USAGE.get((row.get("Usage") or "").strip()), preprocess_face(img), label
 
 
 # --------------------------------------------------------------------------- splitting
 
 def _stratified(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    idx = np.arange(len(split))
-    strat = split.y if np.bincount(split.y).min(initial=2) >= 2 else None
-    a, b = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    """Split off ``fraction`` of ``split``; stratified by label when every class allows it."""
+    n = len(split)
+    if n < 2:
+        raise DatasetError(f"{n} image(s) are too few to split into train/val/test")
+    idx = np.arange(n)
+    counts = np.bincount(split.y)
+    present = counts[counts > 0]
+    n_b = int(np.ceil(fraction * n))  # sklearn's rounding of test_size
+    # Stratifying needs >= 2 images per class and room for every class on both sides.
+    ok = present.min() >= 2 and min(n_b, n - n_b) >= len(present)
+    a, b = train_test_split(idx, test_size=n_b, random_state=seed,
+                            stratify=split.y if ok else None)
     return Split(split.x[a], split.y[a]), Split(split.x[b], split.y[b])
 
 
@@ -188,10 +239,14 @@ def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction:
     """
     def cat(*splits: Split) -> Split:
         ss = [s for s in splits if s is not None]
+        if not ss:
+            raise DatasetError("the dataset has no images")
         return Split(np.concatenate([s.x for s in ss]), np.concatenate([s.y for s in ss]),
                      sum(s.no_face for s in ss))
 
     train, val, test, unsplit = (groups.get(k) for k in ("train", "val", "test", None))
+    if train is not None and unsplit is not None and len(unsplit):
+        log.warning("ignoring %d images outside the train/val/test folders", len(unsplit))
     if train is None:
         pool = cat(*(s for s in (unsplit, val, test) if s is not None))
         rest, test_s = _stratified(pool, 0.1, seed)
@@ -201,12 +256,12 @@ def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction:
         train_s, val_s, test_s = train, val, test
         rule = "train/val/test as given"
     else:
-        test_s = test if test is not None else val
-        if test_s is None:
-            rest, test_s = _stratified(train, 0.1, seed)
-            train = rest
+        given = test if test is not None else val
+        if given is None:
+            train, test_s = _stratified(train, 0.1, seed)
             rule = "test: stratified 10% of train; val: stratified 10% of the rest"
         else:
+            test_s = given
             rule = "test: the dataset's validation/test split; val: stratified 10% of train"
         train_s, val_s = _stratified(train, val_fraction, seed)
     info = {"split_rule": rule, "seed": seed,
@@ -218,38 +273,58 @@ def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction:
 
 
 def cache_key(path: Path, detect: str) -> str:
+    """Key of the preprocessed-array cache: path, size/mtime (of every file in a folder), detect."""
     st = path.stat()
     raw = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{detect}|{INPUT_SIZE}|v1"
+    if path.is_dir():  # a folder's own mtime misses changes inside its subfolders
+        h = hashlib.sha1()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                fst = p.stat()
+                h.update(f"{p.relative_to(path).as_posix()}|{fst.st_size}|{fst.st_mtime_ns}\n"
+                         .encode())
+        raw += "|" + h.hexdigest()
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def load_groups(path: str | os.PathLike, detect: str = "auto",
+                cache_dir: str | os.PathLike | None = None) -> dict[str | None, Split]:
+    """:func:`read_samples` with the preprocessed arrays cached in ``cache_dir`` (if given)."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: no such file or folder")
+    if detect not in ("auto", "always", "never"):
+        raise DatasetError(f"--detect must be auto, always or never, not {detect!r}")
+    cache = Path(cache_dir) / f"{cache_key(p, detect)}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache) as z:
+                groups: dict[str | None, Split] = {}
+                for k in ("train", "val", "test", "none"):
+                    if f"{k}_x" in z:
+                        groups[None if k == "none" else k] = Split(
+                            z[f"{k}_x"], z[f"{k}_y"], int(z[f"{k}_nf"]))
+            if groups:
+                log.info("loaded preprocessed images from cache %s", cache)
+                return groups
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            log.warning("ignoring unreadable cache %s: %s", cache, exc)
+    groups = read_samples(p, detect)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {}
+        for split, s in groups.items():
+            key = split or "none"
+            arrays.update({f"{key}_x": s.x, f"{key}_y": s.y, f"{key}_nf": np.array(s.no_face)})
+        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(cache)
+    return groups
 
 
 def load_dataset(path: str | os.PathLike, seed: int = 1234, detect: str = "auto",
                  cache_dir: str | os.PathLike | None = None) -> Dataset:
     """Read, preprocess and split a dataset; preprocessed arrays are cached in ``cache_dir``."""
-    p = Path(path)
-    if not p.exists():
-        raise DatasetError(f"{p}: no such file or folder")
-    groups: dict[str | None, Split] | None = None
-    cache = Path(cache_dir) / f"{cache_key(p, detect)}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        z = np.load(cache)
-        groups = {}
-        for k in ("train", "val", "test", "none"):
-            if f"{k}_x" in z:
-                groups[None if k == "none" else k] = Split(z[f"{k}_x"], z[f"{k}_y"],
-                                                           int(z[f"{k}_nf"]))
-        log.info("loaded preprocessed images from cache %s", cache)
-    if groups is None:
-        groups = read_samples(p, detect)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            arrays = {}
-            for k, s in groups.items():
-                name = k or "none"
-                arrays.update({f"{name}_x": s.x, f"{name}_y": s.y, f"{name}_nf": np.array(s.no_face)})
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(cache)
-    ds = make_splits(groups, seed)
-    ds.info["source"] = str(p)
+    ds = make_splits(load_groups(path, detect, cache_dir), seed)
+    ds.info["source"] = str(path)
     return ds

@@ -81,7 +81,7 @@ def balance_split(train: Split, cfg: TrainConfig) -> tuple[Split, dict[int, floa
 def make_tf_dataset(split: Split, batch_size: int, augment: AugmentConfig | None = None,
                     shuffle: bool = False, seed: int = 1234,
                     class_weight: dict[int, float] | None = None):  # -> tf.data.Dataset
-    """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``; augmentation on the fly."""
+    """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``, augmented on the fly."""
     import tensorflow as tf
 
     from training.augment import build_augmenter
@@ -128,7 +128,7 @@ class TimeBudget:
 
 def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
         initial_epoch: int = 0, epochs: int | None = None, best: float | None = None):
-    """Fit with EarlyStopping, ReduceLROnPlateau, checkpoints (best + last), CSV/TensorBoard logs."""
+    """Fit with EarlyStopping, ReduceLROnPlateau, best+last checkpoints, CSV/TensorBoard logs."""
     import keras
 
     epochs = cfg.epochs if epochs is None else epochs
@@ -156,8 +156,9 @@ def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
         TimeBudget.make(cfg.max_minutes),
     ]
+    # shuffle=False: train_ds shuffles itself (Keras would only warn that it cannot).
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                     callbacks=callbacks, verbose=cfg.verbose)
+                     callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
 
 
 def build_for(cfg: TrainConfig):
@@ -187,7 +188,11 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.time()
     ds = load_dataset(cfg.data, seed=cfg.seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
     if cfg.limit and len(ds.train) > cfg.limit:
-        ds.train = Split(ds.train.x[: cfg.limit], ds.train.y[: cfg.limit])
+        # A random subset: a given train/ folder is read class by class, so a prefix would
+        # contain only the first classes.
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(ds.train), cfg.limit,
+                                                              replace=False))
+        ds.train = Split(ds.train.x[keep], ds.train.y[keep])
     log.info("data: train %d, val %d, test %d (%s)", len(ds.train), len(ds.val), len(ds.test),
              ds.info["split_rule"])
     (out / "split.json").write_text(json.dumps(ds.info, indent=2))
@@ -195,16 +200,32 @@ def train(cfg: TrainConfig) -> dict:
     ds.train, cw = balance_split(ds.train, cfg)
 
     state_path = out / "state.json"
+    origin_path = out / "origin.json"
     if cfg.resume and (out / "last.keras").exists() and state_path.exists():
         state = json.loads(state_path.read_text())
         model = keras.models.load_model(out / "last.keras")
-        start, best, origin = int(state["epoch"]), float(state["best_val_accuracy"]), "resumed"
+        start, best = int(state["epoch"]), float(state["best_val_accuracy"])
+        origin = (json.loads(origin_path.read_text())["weights"] if origin_path.exists()
+                  else "scratch")
         log.info("resuming after epoch %d (best val accuracy %.4f)", start, best)
-        origin = json.loads((out / "origin.json").read_text())["weights"]
-        fit(model, ds, cfg, out, cw, initial_epoch=start, best=best)
+        if origin == "imagenet" and start < cfg.frozen_epochs:
+            from training.model import unfreeze
+
+            # Interrupted in the frozen stage: finish it, then fine-tune as a fresh run would.
+            fit(model, ds, cfg, out, cw, initial_epoch=start, epochs=cfg.frozen_epochs,
+                best=best)
+            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr)
+            start = cfg.frozen_epochs
+            best = json.loads(state_path.read_text())["best_val_accuracy"]
+        if start < cfg.epochs:
+            fit(model, ds, cfg, out, cw, initial_epoch=start, best=best)
+        else:
+            log.info("--resume: all %d epochs already done", cfg.epochs)
     else:
         if cfg.resume:
             log.warning("--resume: no checkpoint in %s, starting from scratch", out)
+        # A fresh run must not inherit the best score of an older run in the same folder.
+        state_path.unlink(missing_ok=True)
         model, origin = build_for(cfg)
         (out / "origin.json").write_text(json.dumps({"weights": origin}))
         if origin == "imagenet":
@@ -221,7 +242,8 @@ def train(cfg: TrainConfig) -> dict:
 
     best_model = keras.models.load_model(out / "best.keras")
     report = evaluate_model(best_model, ds.test)
-    report["val"] = {k: evaluate_model(best_model, ds.val)[k] for k in ("accuracy", "macro_f1")}
+    val_report = evaluate_model(best_model, ds.val)
+    report["val"] = {k: val_report[k] for k in ("n", "accuracy", "macro_f1")}
     report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
     report["weights"] = origin
     save_report(report, out, history_csv=out / "history.csv")

@@ -1,0 +1,199 @@
+"""Training steps with tiny shapes: balance, model, augmentation, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.balance import class_weights, smote
+from training.preprocess import INPUT_SIZE, LABELS
+
+RNG = np.random.default_rng(0)
+KEYS = {"n", "accuracy", "macro_f1", "per_class", "confusion", "labels", "no_face"}
+
+
+# --------------------------------------------------------------------------- balance
+
+def test_class_weights() -> None:
+    y = np.array([0] * 60 + [1] * 6 + [3] * 30 + [6] * 4)
+    w = class_weights(y, power=1.0)
+    assert set(w) == set(range(7))
+    # sklearn's "balanced": n / (k * count)
+    assert w[0] == pytest.approx(100 / (7 * 60)) and w[1] == pytest.approx(100 / (7 * 6))
+    assert w[1] > w[3] > w[0]
+    assert w[2] == pytest.approx(100 / 7)  # absent classes do not divide by zero
+    w_half = class_weights(y, power=0.5)
+    assert w_half[1] == pytest.approx(w[1] ** 0.5)
+    assert all(v == 1.0 for v in class_weights(y, power=0.0).values())
+
+
+def test_smote_balances_counts_and_keeps_dtype_and_shape() -> None:
+    x = RNG.integers(0, 256, (40, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    y = np.array([0] * 20 + [1] * 3 + [3] * 12 + [5] * 5)
+    xs, ys = smote(x, y, seed=1)
+    assert xs.dtype == np.uint8 and xs.shape[1:] == (INPUT_SIZE, INPUT_SIZE)
+    assert len(xs) == len(ys) == 80
+    counts = np.bincount(ys, minlength=7)
+    assert counts[[0, 1, 3, 5]].tolist() == [20] * 4 and counts[[2, 4, 6]].sum() == 0
+    # the original images are kept; new ones lie between same-class neighbours
+    assert np.array_equal(xs[:40], x) and np.array_equal(ys[:40], y)
+    assert np.array_equal(smote(x, y, seed=1)[0], xs)  # seeded
+
+
+def test_smote_handles_a_one_image_class_and_a_single_class() -> None:
+    x = RNG.integers(0, 256, (7, 8, 8), dtype=np.uint8)
+    y = np.array([0, 0, 0, 0, 0, 0, 2])
+    xs, ys = smote(x, y)
+    assert np.bincount(ys).tolist() == [6, 0, 6]
+    assert np.all(xs[ys == 2] == x[6])  # a lone image can only be copied
+    xs1, ys1 = smote(x[:6], y[:6])
+    assert len(ys1) == 6
+
+
+# --------------------------------------------------------------------------- model, augment
+
+@pytest.fixture(scope="module")
+def small_model():
+    from training.model import build_model
+
+    return build_model(width=0.125)
+
+
+def test_build_model_outputs_probabilities(small_model) -> None:
+    x = RNG.integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+    p = np.asarray(small_model(x, training=False))
+    assert p.shape == (3, len(LABELS))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    assert small_model.input_shape == (None, INPUT_SIZE, INPUT_SIZE, 1)
+    assert small_model.get_layer("rescale") is not None  # 0..255 in, rescaled inside
+    # 13 conv layers, as in VGG16
+    assert sum(1 for la in small_model.layers if la.name.startswith("block")
+               and "_conv" in la.name) == 13
+
+
+def test_build_model_rejects_unknown_weights() -> None:
+    from training.model import build_model
+
+    with pytest.raises(ValueError):
+        build_model(width=0.0625, weights="celebrity-faces")
+
+
+def test_augmenter_keeps_the_shape_and_is_off_at_inference() -> None:
+    from training.augment import AugmentConfig, build_augmenter
+
+    aug = build_augmenter(AugmentConfig(), seed=3)
+    x = RNG.integers(0, 256, (4, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+    out = np.asarray(aug(x, training=True))
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert not np.allclose(out, x)
+    np.testing.assert_array_equal(np.asarray(aug(x, training=False)), x)
+    none = build_augmenter(AugmentConfig(hflip=False, zoom=0, shift=0, rotation_deg=0,
+                                         brightness=0))
+    assert len(none.layers) == 0
+
+
+def test_imagenet_weights_fall_back_to_scratch_without_network(monkeypatch, caplog) -> None:
+    import keras
+
+    from training.train import TrainConfig, build_for
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    cfg = TrainConfig(data="unused", weights="imagenet", width=0.0625, jit_compile=False)
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        model, origin = build_for(cfg)
+    assert origin == "scratch"
+    assert model.output_shape == (None, len(LABELS))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("falling back" in r.getMessage().lower() and "no network" in r.getMessage()
+               for r in warnings)
+
+
+# --------------------------------------------------------------------------- end to end
+
+def _history_epochs(path: Path) -> list[int]:
+    with open(path, newline="") as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run (2 epochs) on a synthetic unsplit folder, exported."""
+    from tests.training.conftest import synthetic_face, write_image
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    for li, label in enumerate(LABELS):
+        for i in range(10):
+            write_image(data / label / f"{i}.png", synthetic_face(li, i))
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), models_dir=str(root / "models"),
+                      name="tiny", width=0.0625, epochs=2, batch_size=8, jit_compile=False,
+                      verbose=0, cache_dir=str(root / "cache"))
+    report = train(cfg)
+    return cfg, report
+
+
+def test_train_reports_and_exports(trained) -> None:
+    from training.evaluate import evaluate_path, load_keras_model_dir
+
+    cfg, report = trained
+    assert KEYS <= set(report)
+    assert report["n"] == 7 and np.sum(report["confusion"]) == 7  # the 10% test split
+    assert set(report["val"]) == {"n", "accuracy", "macro_f1"} and report["val"]["n"] == 7
+    assert report["weights"] == "scratch"
+    run = Path(cfg.out)
+    for name in ("best.keras", "last.keras", "history.csv", "report.json", "confusion.png",
+                 "curves.png", "split.json", "config.json", "state.json"):
+        assert (run / name).is_file(), name
+    assert _history_epochs(run / "history.csv") == [0, 1]
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    split = json.loads((run / "split.json").read_text())
+    assert {k: sum(v.values()) for k, v in split["counts"].items()} == {
+        "train": 56, "val": 7, "test": 7}
+
+    model_dir = Path(cfg.models_dir) / cfg.name
+    assert sorted(p.name for p in model_dir.iterdir()) == ["MODEL_CARD.md", "metadata.json",
+                                                           "model.keras"]
+    model, meta = load_keras_model_dir(model_dir)
+    assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
+    assert meta["training"]["epochs"] == 2 and "cache_dir" not in meta["training"]
+    assert meta["architecture"]["params"] == model.count_params()
+    assert meta["dataset"]["counts"] == split["counts"]
+
+    r = evaluate_path(cfg.data, model, cache_dir=cfg.cache_dir)  # no split folders: all 70
+    assert KEYS <= set(r)
+    assert r["n"] == 70 and r["no_face"] == 0 and np.sum(r["confusion"]) == 70
+    assert r["labels"] == list(LABELS)
+    assert all(sum(row) == r["per_class"][lb]["support"]
+               for lb, row in zip(LABELS, r["confusion"]))
+    # the exported model predicts what the trained one reported on the same test split
+    from training.data import load_dataset
+    from training.evaluate import evaluate_model
+
+    ds = load_dataset(cfg.data, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    assert evaluate_model(model, ds.test)["accuracy"] == report["accuracy"]
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> None:
+    from training.train import train
+
+    cfg, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(cfg.out, run)
+    cfg2 = replace(cfg, out=str(run), models_dir=str(tmp_path / "models"), epochs=3,
+                   resume=True)
+    report = train(cfg2)
+    assert _history_epochs(run / "history.csv") == [0, 1, 2]  # appended: epoch 3 only
+    assert json.loads((run / "state.json").read_text())["epoch"] == 3
+    assert report["n"] == 7
+    assert (tmp_path / "models" / cfg.name / "metadata.json").is_file()
