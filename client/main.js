@@ -1,10 +1,11 @@
 // FaceDApps page: camera on Start, WebRTC transport with a WebSocket fallback, overlay, bars,
-// readout. State for tests and tools: window.facedapps and <body data-state>.
+// readout, live timeline. State for tests and tools: window.facedapps and <body data-state>.
 
 import { RtcTransport, withToken } from "./rtc.js";
 import { WsTransport } from "./wsstream.js";
 import { Overlay } from "./overlay.js";
 import { Bars, largestFace } from "./bars.js";
+import { Timeline } from "./timeline.js";
 
 const DEFAULT_CONFIG = Object.freeze({
   ice_servers: [],
@@ -44,6 +45,12 @@ const ui = {
   rLatency: $("r-latency"),
   rRtt: $("r-rtt"),
   rFaces: $("r-faces"),
+  timelineChart: $("timeline-chart"),
+  timelineFace: $("timeline-face"),
+  timelineCsv: $("timeline-csv"),
+  timelineJson: $("timeline-json"),
+  timelineNote: $("timeline-note"),
+  timelineLegend: $("timeline-legend"),
 };
 
 const overlay = new Overlay(ui.overlay, ui.video);
@@ -63,6 +70,7 @@ const app = {
   configLoaded: false,
   fps: 0,
   rttMs: null,
+  timeline: {}, // filled by Timeline: {points, faceIds, face, polls, inFlight, polling, error}
 };
 window.facedapps = app;
 
@@ -74,6 +82,28 @@ let arrivals = []; // result arrival times (ms) within the fps window
 let firstResultAt = 0;
 let lastResultAt = 0;
 let rtt = null;
+
+const timeline = new Timeline(
+  { canvas: ui.timelineChart, select: ui.timelineFace, csv: ui.timelineCsv,
+    json: ui.timelineJson, note: ui.timelineNote, legend: ui.timelineLegend },
+  {
+    token: () => token(),
+    // The face the bars show (largest box of the latest result) is plotted by default.
+    preferredId: () => {
+      const faces = app.lastResult && Array.isArray(app.lastResult.faces) ? app.lastResult.faces : [];
+      const f = app.state === "running" && faces.length ? largestFace(faces) : null;
+      return f && f.id !== undefined ? f.id : null;
+    },
+    state: app.timeline,
+  },
+);
+
+/** Poll the timeline of the live session (its id may arrive with the first result). */
+function syncTimeline() {
+  if (app.state === "running" && app.session && timeline.session !== app.session) {
+    timeline.start(app.session);
+  }
+}
 
 // ---------------------------------------------------------------- state and messages
 
@@ -205,6 +235,7 @@ function onResult(msg) {
   overlay.draw(msg);
   bars.show(faces.length ? largestFace(faces) : null);
   updateReadout();
+  syncTimeline();
 }
 
 function onRtt(kind) {
@@ -253,6 +284,7 @@ function stopCamera() {
 // ---------------------------------------------------------------- start / stop
 
 function teardown() {
+  timeline.stop();
   if (transport) transport.close();
   transport = null;
   stopCamera();
@@ -289,6 +321,7 @@ function running(t, notice) {
   if (notice) setStatus(notice, true);
   else setStatus(`Running over ${transportLabel()}. Results appear on the video.`);
   updateReadout();
+  syncTimeline();
 }
 
 async function start() {
