@@ -35,10 +35,20 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="STUN/TURN URL (repeatable; env FACEDAPPS_ICE_SERVERS, comma separated)")
     p.add_argument("--turn-username", default=os.environ.get("FACEDAPPS_TURN_USERNAME"))
     p.add_argument("--turn-credential", default=os.environ.get("FACEDAPPS_TURN_CREDENTIAL"))
-    p.add_argument("--ngrok", action="store_true", help="publish through an ngrok tunnel")
-    p.add_argument("--ngrok-authtoken", default=os.environ.get("NGROK_AUTHTOKEN"))
+    p.add_argument("--ngrok", action="store_true",
+                   help="also publish on a public HTTPS URL through an ngrok tunnel (needs "
+                        "--basic-auth or --access-token, or --insecure-public)")
+    p.add_argument("--ngrok-authtoken", default=os.environ.get("NGROK_AUTHTOKEN"),
+                   help="ngrok authtoken (env NGROK_AUTHTOKEN; https://dashboard.ngrok.com)")
+    p.add_argument("--ngrok-path", default=os.environ.get("PYNGROK_NGROK_PATH"),
+                   help="ngrok agent binary (env PYNGROK_NGROK_PATH; default: pyngrok's "
+                        "copy, downloaded on first use)")
     p.add_argument("--basic-auth", default=os.environ.get("FACEDAPPS_BASIC_AUTH"),
-                   metavar="USER:PASS", help="basic auth required on the public ngrok URL")
+                   metavar="USER:PASS", help="basic auth ngrok requires on the public URL "
+                   "(password 8+ characters; env FACEDAPPS_BASIC_AUTH)")
+    p.add_argument("--access-token", default=os.environ.get("FACEDAPPS_ACCESS_TOKEN"),
+                   help="token required on /offer and WebSockets; the page asks for it "
+                        "(env FACEDAPPS_ACCESS_TOKEN)")
     p.add_argument("--insecure-public", action="store_true",
                    help="allow a public tunnel without access protection")
     p.add_argument("--log-level", default="INFO")
@@ -60,8 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
             ice_servers=tuple(ice), turn_username=args.turn_username,
             turn_credential=args.turn_credential,
-            ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken,
-            basic_auth=args.basic_auth, insecure_public=args.insecure_public,
+            ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken or None,
+            ngrok_path=args.ngrok_path or None, basic_auth=args.basic_auth or None,
+            access_token=args.access_token or None, insecure_public=args.insecure_public,
         )
         serve(cfg)
     except ServeError as exc:
@@ -231,7 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark backends, pipeline and live server")
     b.add_argument("--model", default=str(DEFAULT_MODEL))
-    b.add_argument("--quick", action="store_true", help="short run")
+    b.add_argument("--quick", action="store_true",
+                   help="short run: 1 and 2 clients for 5 s, no batching sweep")
+    b.add_argument("--out", default=str(ROOT / "bench-out"),
+                   help="folder for bench.txt, server logs and the cached test video")
+    b.add_argument("--clients", help="live client counts, comma separated (default 1,2,4,8)")
+    b.add_argument("--seconds", type=float, help="measured seconds per live run (default 20)")
+    b.add_argument("--backend", default="auto", help="server backend for the live runs")
+    b.add_argument("--no-live", action="store_true", help="skip the live server runs")
+    b.add_argument("--no-sweep", action="store_true", help="skip the batching sweep")
     b.set_defaults(fn=cmd_bench)
     return ap
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from server.batcher import Batcher
 from server.classifier import Classifier, load_classifier
 from server.config import ServerConfig
-from server.errors import CapacityError, ImageError, ModelError, ServeError
+from server.errors import CapacityError, ImageError, ServeError
 from server.feed import FeedHub, feed_handler, stream_handler
 from server.metrics import Metrics
 from server.pipeline import FacePipeline
@@ -36,7 +36,14 @@ EXECUTORS = web.AppKey("executors", dict)
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address; behind the ngrok agent (a loopback peer), the last
+    ``X-Forwarded-For`` entry, which ngrok appends."""
+    ip = request.remote or "unknown"
+    if request.app[CONFIG].ngrok and ip in ("127.0.0.1", "::1"):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return ip
 
 
 def check_access(request: web.Request) -> None:
@@ -99,6 +106,9 @@ async def offer(request: web.Request) -> web.Response:
     peer = RtcPeer(registry, request.app[ENGINE], cfg, ip)
     try:
         answer = await peer.answer(sdp, kind)
+    except asyncio.CancelledError:  # client gone mid-offer: free the slot, stop its tasks
+        peer.close_soon()
+        raise
     except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
         log.info("rejected offer from %s: %r", ip, exc)
         await peer.close()
@@ -156,6 +166,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def session_timeline(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}/timeline.json|csv``: per-second probabilities of each face."""
+    check_access(request)
     s = request.app[REGISTRY].sessions.get(request.match_info["sid"])
     if s is None:
         return _error(404, "no such live session")
@@ -235,19 +246,42 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
 
 
 def serve(cfg: ServerConfig) -> None:
-    """Load the model, start the server, print its URL; blocks until Ctrl-C / SIGTERM."""
-    try:
-        app = create_app(cfg)
-    except ModelError:
-        raise
+    """Load the model, start the server, print its URL; blocks until Ctrl-C / SIGTERM.
+
+    With ``cfg.ngrok``, a public tunnel is opened in the background once the site is up; if
+    that fails, a one-line error is printed and the server keeps serving locally.
+    """
+    import sys
+
+    from server.tunnel import PublicTunnel, TunnelError, check_public_safety
+
+    check_public_safety(cfg)
+    app = create_app(cfg)
     url = f"http://{cfg.host}:{cfg.port}"
+
+    def on_open(public_url: str) -> None:
+        print(f"Public URL: {public_url}\n  (ngrok carries HTTP only: WebRTC media may need "
+              f"--ice-server STUN/TURN; otherwise the page falls back to WebSocket streaming)",
+              flush=True)
+
+    def on_error(exc: TunnelError) -> None:
+        print(f"error: no public URL: {exc}. Still serving locally on {url}", file=sys.stderr,
+              flush=True)
+
+    tunnel = PublicTunnel(cfg, on_open, on_error) if cfg.ngrok else None
 
     def announce(_: str) -> None:
         print(f"FaceDApps serving on {url} (model {app[CLASSIFIER].name}, backend "
               f"{app[CLASSIFIER].backend}); Ctrl-C to stop", flush=True)
+        if tunnel is not None:
+            print("Opening the public ngrok tunnel ...", flush=True)
+            tunnel.start()
 
     try:
         web.run_app(app, host=cfg.host, port=cfg.port, print=announce, shutdown_timeout=5,
                     handle_signals=True)
     except OSError as exc:
         raise ServeError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
+    finally:
+        if tunnel is not None:
+            tunnel.close()

@@ -54,11 +54,19 @@ class ServerConfig:
     client_dir: str = field(
         default_factory=lambda: os.path.join(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))), "client"))
-    # Public demo (ngrok).
+    # Public demo (ngrok, see server/tunnel.py).
+    #: Open a public HTTPS tunnel once the server is up. Client addresses are then taken from
+    #: ngrok's ``X-Forwarded-For`` on loopback connections (all tunnelled requests come from
+    #: the local agent), so per-address limits apply to the real visitors.
     ngrok: bool = False
+    #: ngrok authtoken (else ngrok's own config file); the tunnel is not opened without one.
     ngrok_authtoken: str | None = None
+    #: ``user:password`` that ngrok requires of every visitor (password 8-128 characters).
     basic_auth: str | None = None
+    #: Allow ``ngrok`` without basic auth or access token.
     insecure_public: bool = False
+    #: The ngrok agent binary (None: pyngrok's managed copy, downloaded on first use).
+    ngrok_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -71,12 +71,12 @@ async def feed_handler(request: web.Request) -> web.WebSocketResponse:
     hub.sockets.add(ws)
     key, q = hub.subscribe(request.query.get("session"))
     reader = asyncio.create_task(_drain(ws))
+    getter: asyncio.Task | None = None
     try:
         while not ws.closed:
             getter = asyncio.create_task(q.get())
             done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
-                getter.cancel()
                 break
             await ws.send_str(getter.result())
     except (ConnectionResetError, RuntimeError):
@@ -84,8 +84,11 @@ async def feed_handler(request: web.Request) -> web.WebSocketResponse:
     finally:
         hub.unsubscribe(key)
         hub.sockets.discard(ws)
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        # Also when this handler is cancelled: no task may be left pending.
+        pending = [t for t in (reader, getter) if t is not None]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await ws.close()
     return ws
 
@@ -109,7 +112,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return ws
     try:
         await ws.prepare(request)
-    except Exception:
+    except BaseException:  # includes cancellation: the reservation must not leak
         registry.release(None, ip)
         raise
     hub: FeedHub = request.app[FEED]
@@ -127,8 +130,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     request.app[ENGINE].metrics.sessions.labels("ws").inc()
     session.start()
     times: list[float] = []
-    await ws.send_str(dumps({"type": "hello", "session": sid}))
     try:
+        await ws.send_str(dumps({"type": "hello", "session": sid}))
         async for msg in ws:
             now = time.monotonic()
             times = [t for t in times if now - t < 1.0] + [now]
@@ -142,6 +145,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(dumps({"type": "pong"}))
             elif msg.type == WSMsgType.ERROR:
                 break
+    except ConnectionResetError:  # the client vanished while we were sending
+        pass
     finally:
         hub.sockets.discard(ws)
         await session.close()
