@@ -91,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, name=args.name, models_dir=args.models_dir,
         weights=None if args.weights == "none" else args.weights, width=args.width,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+        lr_patience=args.lr_patience, resume_lr=args.resume_lr,
         max_minutes=args.max_minutes, balance=args.balance,
         class_weight_power=args.class_weight_power, seed=args.seed, detect=args.detect,
         jit_compile=not args.no_jit, resume=args.resume, limit=args.limit,
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--patience", type=int, default=5, help="EarlyStopping patience")
+    t.add_argument("--lr-patience", type=int, default=2, help="ReduceLROnPlateau patience")
+    t.add_argument("--resume-lr", type=float, default=0.0,
+                   help="with --resume: restart at this learning rate (0: keep)")
     t.add_argument("--max-minutes", type=float, default=0.0, help="time budget (0: none)")
     t.add_argument("--balance", choices=["class_weight", "smote", "none"], default="class_weight")
     t.add_argument("--class-weight-power", type=float, default=0.5)

@@ -33,6 +33,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     patience: int = 5
+    #: ReduceLROnPlateau: halve the learning rate after this many epochs without val_loss gain.
+    lr_patience: int = 2
+    #: With ``resume``: restart from this learning rate (a warm restart); 0 keeps the checkpoint's.
+    resume_lr: float = 0.0
     #: Stop (keeping the best weights) after this many minutes; 0 = no limit.
     max_minutes: float = 0.0
     #: "class_weight", "smote" or "none".
@@ -150,7 +154,8 @@ def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
         _State(),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience,
                                       restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                          patience=cfg.lr_patience,
                                           min_lr=1e-5),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
@@ -208,6 +213,9 @@ def train(cfg: TrainConfig) -> dict:
         origin = (json.loads(origin_path.read_text())["weights"] if origin_path.exists()
                   else "scratch")
         log.info("resuming after epoch %d (best val accuracy %.4f)", start, best)
+        if cfg.resume_lr:
+            model.optimizer.learning_rate.assign(cfg.resume_lr)
+            log.info("warm restart at learning rate %g", cfg.resume_lr)
         if origin == "imagenet" and start < cfg.frozen_epochs:
             from training.model import unfreeze
 
