@@ -29,8 +29,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="classifier backend: auto (default), keras, litert-int8, litert-fp32")
     p.add_argument("--max-sessions", type=int, default=16, help="global session capacity")
     p.add_argument("--max-sessions-per-ip", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=16, help="batcher: max faces per batch")
-    p.add_argument("--max-wait-ms", type=float, default=4.0, help="batcher: max wait for a batch")
+    p.add_argument("--max-batch", type=int, default=8, help="batcher: max faces per batch")
+    p.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="batcher: max wait for more faces (0: take what is queued)")
     p.add_argument("--ice-server", action="append", default=None, metavar="URL",
                    help="STUN/TURN URL (repeatable; env FACEDAPPS_ICE_SERVERS, comma separated)")
     p.add_argument("--turn-username", default=os.environ.get("FACEDAPPS_TURN_USERNAME"))

@@ -21,9 +21,9 @@ class ServerConfig:
     #: Sessions at once from one client address.
     max_sessions_per_ip: int = 4
     #: Batcher: most faces classified in one model call.
-    max_batch_size: int = 16
+    max_batch_size: int = 8
     #: Batcher: longest a face waits for others to join its batch, in milliseconds.
-    max_wait_ms: float = 4.0
+    max_wait_ms: float = 0.0
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
     #: STUN/TURN URLs given to the server's peer connections and to the page.
