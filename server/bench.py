@@ -633,11 +633,15 @@ def main(args: argparse.Namespace) -> int:
     live: list[LiveResult] = []
     if live_on:
         video = face_video(out, warmup + seconds + 15)
+        from server.config import ServerConfig
+
+        knobs = ServerConfig()  # the server's defaults
         live, health = asyncio.run(bench_live(model_dir, out, video, counts, seconds, warmup,
-                                              16, 4.0, backend))
+                                              knobs.max_batch_size, knobs.max_wait_ms, backend))
         rep.add("\n".join([
             f"== 3. Live server over loopback ({health.get('backend')} on "
-            f"{health.get('device')}; max batch 16, max wait 4 ms; {FPS} fps H264 640x480 per "
+            f"{health.get('device')}; max batch {knobs.max_batch_size}, max wait "
+            f"{knobs.max_wait_ms:g} ms; {FPS} fps H264 640x480 per "
             f"client; {seconds:g} s measured after {warmup:g} s warm-up)",
             live_table(live, pipeline.fps),
             "fps: results per second each client received; latency: server frame arrival -> "
