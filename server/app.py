@@ -32,7 +32,6 @@ ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 FEED = web.AppKey("feed", FeedHub)
 METRICS = web.AppKey("metrics", Metrics)
-EXECUTORS = web.AppKey("executors", dict)
 
 
 def client_ip(request: web.Request) -> str:

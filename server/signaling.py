@@ -33,6 +33,8 @@ class Registry:
     sessions: dict[str, "FrameSession"] = field(default_factory=dict)
     by_ip: dict[str, int] = field(default_factory=dict)
     peers: dict[str, "RtcPeer"] = field(default_factory=dict)
+    #: Slots claimed by offers/streams still being set up (not yet in ``sessions``).
+    _reserved: int = 0
 
     def reserve(self, ip: str) -> None:
         """Claim a slot for ``ip`` or raise CapacityError."""
@@ -58,8 +60,6 @@ class Registry:
             self.by_ip[ip] = n
         else:
             self.by_ip.pop(ip, None)
-
-    _reserved: int = 0
 
 
 def ice_configuration(cfg: ServerConfig) -> RTCConfiguration:
