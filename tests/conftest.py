@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+# aiortc (pylibsrtp) must load before TensorFlow: the reverse order crashes the process.
+import aiortc  # noqa: F401, I001
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
