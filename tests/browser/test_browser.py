@@ -150,15 +150,21 @@ def browser(face_video):
             b.close()
 
 
-@pytest.fixture
-def server(tmp_path, fake_classifier):
-    cfg = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1)
-    st = ServerThread(create_app(cfg, classifier=fake_classifier))
+def serve_in_thread(tmp_path, classifier, **cfg):
+    """Yield the URL of an app served by a ServerThread; stop it afterwards."""
+    config = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1,
+                          **cfg)
+    st = ServerThread(create_app(config, classifier=classifier))
     url = st.start()
     try:
         yield url
     finally:
         st.stop()
+
+
+@pytest.fixture
+def server(tmp_path, fake_classifier):
+    yield from serve_in_thread(tmp_path, fake_classifier)
 
 
 @pytest.fixture
@@ -343,14 +349,7 @@ def test_camera_denied_is_shown(server, page):
 
 @pytest.fixture
 def token_server(tmp_path, fake_classifier):
-    cfg = ServerConfig(host="127.0.0.1", port=0, model_dir=str(tmp_path), detect_workers=1,
-                       access_token="s3cret-token")
-    st = ServerThread(create_app(cfg, classifier=fake_classifier))
-    url = st.start()
-    try:
-        yield url
-    finally:
-        st.stop()
+    yield from serve_in_thread(tmp_path, fake_classifier, access_token="s3cret-token")
 
 
 def test_access_token(token_server, page):
