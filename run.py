@@ -32,6 +32,10 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="batcher: max faces per batch")
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batcher: max wait for more faces (0: take what is queued)")
+    p.add_argument("--detect-workers", type=int, default=0,
+                   help="threads for frame conversion + face detection (0: one per core)")
+    p.add_argument("--infer-threads", type=int, default=0,
+                   help="CPU classifier runtime threads (0: automatic)")
     p.add_argument("--ice-server", action="append", default=None, metavar="URL",
                    help="STUN/TURN URL (repeatable; env FACEDAPPS_ICE_SERVERS, comma separated)")
     p.add_argument("--turn-username", default=os.environ.get("FACEDAPPS_TURN_USERNAME"))
@@ -69,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, model_dir=args.model, backend=args.backend,
             max_sessions=args.max_sessions, max_sessions_per_ip=args.max_sessions_per_ip,
             max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
+            detect_workers=args.detect_workers, infer_threads=args.infer_threads,
             ice_servers=tuple(ice), turn_username=args.turn_username,
             turn_credential=args.turn_credential,
             ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken or None,
@@ -76,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_token=args.access_token or None, insecure_public=args.insecure_public,
         )
         serve(cfg)
-    except ServeError as exc:
+    except (ServeError, ValueError) as exc:  # ValueError: ServerConfig refused a setting
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -95,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr_patience=args.lr_patience, resume_lr=args.resume_lr,
         max_minutes=args.max_minutes, balance=args.balance,
         class_weight_power=args.class_weight_power, seed=args.seed, detect=args.detect,
-        jit_compile=not args.no_jit, resume=args.resume, limit=args.limit,
+        jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, resume=args.resume, limit=args.limit,
         augment=AugmentConfig(vflip=args.vflip), export=not args.no_export,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
     t.add_argument("--limit", type=int, default=0, help="use at most N training images")
     t.add_argument("--no-jit", action="store_true", help="disable XLA compilation")
+    t.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: mixed precision (fast on CPUs with AMX; use with --no-jit)")
+    t.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
+                   help="learning rate: ReduceLROnPlateau, or cosine decay over --epochs / "
+                        "--max-minutes")
+    t.add_argument("--warmup-epochs", type=int, default=1, help="cosine: linear warm-up epochs")
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.set_defaults(fn=cmd_train)

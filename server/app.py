@@ -155,6 +155,8 @@ async def healthz(request: web.Request) -> web.Response:
     clf = request.app[CLASSIFIER]
     return web.json_response({"status": "ok", "model": clf.name, "backend": clf.backend,
                               "device": getattr(clf, "device", "CPU"),
+                              "infer_threads": getattr(clf, "threads", None),
+                              "detect_workers": _workers(request.app[CONFIG]),
                               "sessions": len(request.app[REGISTRY].sessions)})
 
 
@@ -206,7 +208,8 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[FEED] = FeedHub()
     app[REGISTRY] = Registry(cfg)
     if classifier is None:
-        classifier = load_classifier(cfg.model_dir, cfg.backend)
+        classifier = load_classifier(cfg.model_dir, cfg.backend,
+                                     threads=cfg.infer_threads or None)
     app[CLASSIFIER] = classifier
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -329,8 +329,19 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the bench process dies, however it
+    dies (a killed bench must not leave its server running)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
-    """``run.py serve`` as a subprocess on a free loopback port."""
+    """``run.py serve`` as a subprocess on a free loopback port (stopped by :meth:`stop`, or by
+    the kernel if the bench process is killed)."""
 
     def __init__(self, model_dir: str, out: Path, max_batch: int, max_wait_ms: float,
                  backend: str = "auto", tag: str = "live") -> None:
@@ -343,7 +354,8 @@ class Server:
                "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                "--log-level", "WARNING"]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         self.health: dict = {}
 
     async def wait_ready(self, http, timeout: float = 90.0) -> dict:

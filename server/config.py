@@ -26,6 +26,8 @@ class ServerConfig:
     max_wait_ms: float = 0.0
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
+    #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see ``infer_threads_for``).
+    infer_threads: int = 0
     #: STUN/TURN URLs given to the server's peer connections and to the page.
     ice_servers: tuple[str, ...] = ()
     turn_username: str | None = None
@@ -73,5 +75,7 @@ class ServerConfig:
             raise ValueError("max_batch_size must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+        if self.detect_workers < 0 or self.infer_threads < 0:
+            raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")

@@ -100,11 +100,15 @@ class FaceDetector:
             bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
         h, w = bgr.shape[:2]
         side = max(h, w)
-        # Letterbox to a square so the face keeps its aspect ratio.
-        sq = np.zeros((side, side, 3), np.uint8)
-        ox, oy = (side - w) // 2, (side - h) // 2
-        sq[oy : oy + h, ox : ox + w] = bgr[:, :, :3]
-        small = cv2.resize(sq, (_INPUT, _INPUT), interpolation=cv2.INTER_AREA)
+        # Letterbox to a square so the face keeps its aspect ratio: shrink first, then pad the
+        # small image (same pixels as padding the full frame, without copying it).
+        nw, nh = max(1, round(w * _INPUT / side)), max(1, round(h * _INPUT / side))
+        small = np.zeros((_INPUT, _INPUT, 3), np.uint8)
+        px, py = (_INPUT - nw) // 2, (_INPUT - nh) // 2
+        small[py : py + nh, px : px + nw] = cv2.resize(
+            np.ascontiguousarray(bgr[:, :, :3]), (nw, nh), interpolation=cv2.INTER_AREA)
+        # Where the padded frame's origin lies, in original pixels.
+        ox, oy = px * side / _INPUT, py * side / _INPUT
         x = cv2.cvtColor(small, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
         it = self._interp()
         in_idx, out_idx = self._local.io

@@ -58,7 +58,8 @@ def build_model(width: float = 1.0, input_size: int = INPUT_SIZE, num_classes: i
     x = layers.Dense(max(32, int(round(dense * (width if weights is None else 1.0)))),
                      activation="relu", name="fc1")(x)
     x = layers.Dropout(dropout, name="drop")(x)
-    out = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    # float32 output even under mixed precision (softmax and the loss want full precision).
+    out = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
     return keras.Model(inp, out, name="vgg16_fer")
 
 
@@ -84,3 +85,24 @@ def compile_model(model: keras.Model, lr: float = 1e-3, jit_compile: bool | str 
     """Adam + sparse categorical cross-entropy, accuracy metric."""
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
+
+
+def _float32_config(obj):
+    """A model config with every layer's dtype policy set to plain float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and "config" in obj:
+            return {**obj, "config": {**obj["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
+
+
+def to_float32(model: keras.Model) -> keras.Model:
+    """The same network computing in float32 (a mixed-precision model's weights are float32
+    already); returns ``model`` itself when it has no mixed-precision layer."""
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    clone = model.__class__.from_config(_float32_config(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone

@@ -589,3 +589,15 @@ async def test_sigterm_with_clients_connected_exits_cleanly(tmp_path, tiny_model
     for bad in ("Task exception was never retrieved", "Traceback", "was destroyed but it is "
                                                                     "pending"):
         assert bad not in stderr, stderr[-3000:]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flags", [["--max-batch", "0"], ["--infer-threads", "-1"],
+                                   ["--detect-workers", "-2"], ["--max-sessions", "0"]])
+def test_serve_refuses_bad_settings_without_a_traceback(flags):
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "serve", "--port", "0", *flags],
+                       capture_output=True, text=True, timeout=100, cwd=ROOT)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import cv2
 import pytest
@@ -30,7 +31,8 @@ async def test_healthz_and_metrics(client):
     body = await r.json()
     assert r.status == 200
     assert body == {"status": "ok", "model": "fake", "backend": "fake", "device": "CPU",
-                    "sessions": 0}
+                    "infer_threads": None, "detect_workers": ServerConfig().detect_workers
+                    or os.cpu_count(), "sessions": 0}
     r = await client.get("/metrics")
     text = await r.text()
     assert r.status == 200

@@ -1,0 +1,65 @@
+"""``run.py bench``: it runs end to end (short), and its server never outlives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.helpers import ROOT
+
+MODEL = ROOT / "models" / "default"
+
+
+@pytest.mark.timeout(400)
+def test_quick_bench_prints_every_section(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "bench", "--quick", "--clients", "1",
+         "--seconds", "3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=380, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    text = (tmp_path / "bench.txt").read_text()
+    for part in ("== 1. Classifier", "keras eager model(x)", "litert-int8",
+                 "== 2. Isolated pipeline", "isolated pipeline:", "== 3. Live server",
+                 "== Goals (issue 4)", "one client p95"):
+        assert part in text, text
+    # The live table's one-client row: the client received results (fps/client min > 0).
+    live = text.split("== 3. Live server")[1].splitlines()
+    header = next(i for i, line in enumerate(live) if line.startswith("clients"))
+    row = live[header + 2].split()
+    assert row[0] == "1" and float(row[1]) > 0, live[header:header + 3]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_bench_server_dies_with_a_killed_bench(tmp_path):
+    # A bench process that starts its server, then is SIGKILLed (no finally, no atexit).
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from server.bench import Server
+        s = Server({str(MODEL)!r}, Path({str(tmp_path)!r}), 8, 0.0)
+        print(s.proc.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    pid = int(r.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(")")[-1].split()[0] == "Z":  # a zombie is gone already
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, 9)
+        pytest.fail(f"bench server {pid} outlived its killed parent")
