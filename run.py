@@ -268,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="auto", help="server backend for the live runs")
     b.add_argument("--no-live", action="store_true", help="skip the live server runs")
     b.add_argument("--no-sweep", action="store_true", help="skip the batching sweep")
+    b.add_argument("--infer-threads", type=int, default=0,
+                   help="server classifier threads for the live runs (0: its default)")
+    b.add_argument("--detect-workers", type=int, default=0,
+                   help="server detection workers for the live runs (0: its default)")
+    b.add_argument("--threads-sweep", action="store_true",
+                   help="also run the largest client count with 1 and all-core inference "
+                        "threads x detection workers")
     b.set_defaults(fn=cmd_bench)
     return ap
 

@@ -209,7 +209,8 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[REGISTRY] = Registry(cfg)
     if classifier is None:
         classifier = load_classifier(cfg.model_dir, cfg.backend,
-                                     threads=cfg.infer_threads or None)
+                                     threads=cfg.infer_threads or None,
+                                     max_batch=cfg.max_batch_size)
     app[CLASSIFIER] = classifier
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:

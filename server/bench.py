@@ -344,7 +344,7 @@ class Server:
     the kernel if the bench process is killed)."""
 
     def __init__(self, model_dir: str, out: Path, max_batch: int, max_wait_ms: float,
-                 backend: str = "auto", tag: str = "live") -> None:
+                 backend: str = "auto", tag: str = "live", flags: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = out / f"server-{tag}-b{max_batch}-w{max_wait_ms:g}.log"
@@ -352,7 +352,7 @@ class Server:
                "--port", str(self.port), "--model", str(model_dir), "--backend", backend,
                "--max-sessions", "16", "--max-sessions-per-ip", "16",
                "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
-               "--log-level", "WARNING"]
+               "--log-level", "WARNING", *flags]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      preexec_fn=_die_with_parent)
@@ -516,10 +516,11 @@ async def wait_sessions_closed(server: Server, http, timeout: float = 20.0) -> N
 
 async def bench_live(model_dir: str, out: Path, video: Path, counts: Sequence[int],
                      seconds: float, warmup: float, max_batch: int, max_wait_ms: float,
-                     backend: str = "auto", tag: str = "live") -> tuple[list[LiveResult], dict]:
+                     backend: str = "auto", tag: str = "live", flags: Sequence[str] = ()
+                     ) -> tuple[list[LiveResult], dict]:
     import aiohttp
 
-    server = Server(model_dir, out, max_batch, max_wait_ms, backend, tag)
+    server = Server(model_dir, out, max_batch, max_wait_ms, backend, tag, flags)
     results = []
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -552,12 +553,13 @@ def live_table(results: Sequence[LiveResult], isolated_fps: float) -> str:
 
 async def bench_sweep(model_dir: str, out: Path, video: Path, clients: int, seconds: float,
                       warmup: float, batches: Sequence[int], waits: Sequence[float],
-                      backend: str) -> list[tuple[int, float, LiveResult]]:
+                      backend: str, flags: Sequence[str] = ()
+                      ) -> list[tuple[int, float, LiveResult]]:
     rows = []
     for b in batches:
         for w in waits:
             res, _ = await bench_live(model_dir, out, video, [clients], seconds, warmup, b, w,
-                                      backend, tag="sweep")
+                                      backend, tag="sweep", flags=flags)
             rows.append((b, w, res[0]))
     return rows
 
@@ -648,16 +650,39 @@ def main(args: argparse.Namespace) -> int:
         from server.config import ServerConfig
 
         knobs = ServerConfig()  # the server's defaults
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in (
+            ("infer_threads", getattr(args, "infer_threads", 0)),
+            ("detect_workers", getattr(args, "detect_workers", 0))) if v]
         live, health = asyncio.run(bench_live(model_dir, out, video, counts, seconds, warmup,
-                                              knobs.max_batch_size, knobs.max_wait_ms, backend))
+                                              knobs.max_batch_size, knobs.max_wait_ms, backend,
+                                              flags=flags))
         rep.add("\n".join([
             f"== 3. Live server over loopback ({health.get('backend')} on "
-            f"{health.get('device')}; max batch {knobs.max_batch_size}, max wait "
-            f"{knobs.max_wait_ms:g} ms; {FPS} fps H264 640x480 per "
-            f"client; {seconds:g} s measured after {warmup:g} s warm-up)",
+            f"{health.get('device')}, {health.get('infer_threads')} inference threads, "
+            f"{health.get('detect_workers')} detection workers; max batch "
+            f"{knobs.max_batch_size}, max wait {knobs.max_wait_ms:g} ms; {FPS} fps H264 "
+            f"640x480 per client; {seconds:g} s measured after {warmup:g} s warm-up)",
             live_table(live, pipeline.fps),
             "fps: results per second each client received; latency: server frame arrival -> "
             "result; CPU: % of one core; vs isolated: total fps / isolated pipeline fps"]) + "\n")
+    if live_on and getattr(args, "threads_sweep", False):
+        n = max(counts)
+        cores = os.cpu_count() or 1
+        combos = sorted({(i, d) for i in (1, cores) for d in (1, cores)})
+        trows = []
+        for i, d in combos:
+            res, _ = asyncio.run(bench_live(
+                model_dir, out, face_video(out, warmup + seconds + 15), [n], seconds, warmup,
+                knobs.max_batch_size, knobs.max_wait_ms, backend, tag=f"threads-i{i}-d{d}",
+                flags=[f"--infer-threads={i}", f"--detect-workers={d}"]))
+            trows.append([i, d, fmt(min(res[0].fps)), fmt(res[0].total_fps), fmt(res[0].p95),
+                          fmt(res[0].server_cpu, 0) + "%",
+                          fmt(100 * res[0].total_fps / pipeline.fps, 0) + "%"])
+        rep.add("\n".join([
+            f"== 3b. Threads ({n} clients, {seconds:g} s each; inference = classifier runtime "
+            f"threads, detection = conversion + detection workers)",
+            table(["inference", "detection", "fps/client min", "total fps", "p95 ms",
+                   "server CPU", "vs isolated"], trows)]) + "\n")
     if sweep_on:
         n = min(4, max(counts))
         rows = asyncio.run(bench_sweep(model_dir, out, face_video(out, 30), n, 6.0, 2.0,

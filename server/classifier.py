@@ -115,7 +115,8 @@ class KerasClassifier:
 
     backend = "keras"
 
-    def __init__(self, model_dir: str | os.PathLike, jit_compile: bool = True) -> None:
+    def __init__(self, model_dir: str | os.PathLike, jit_compile: bool = True,
+                 max_batch: int = 1, warm_all: bool | None = None) -> None:
         import keras
         import tensorflow as tf
 
@@ -135,7 +136,13 @@ class KerasClassifier:
         self._fn = tf.function(lambda x: self.model(x, training=False), jit_compile=jit_compile,
                                reduce_retracing=False)
         self._lock = threading.Lock()
-        self.predict_batch(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 1), np.float32))  # warm up
+        # Warm up. XLA compiles once per batch bucket (seconds each); on a GPU every bucket the
+        # batcher can hit is compiled now, so no live frame waits for a compilation.
+        if warm_all is None:
+            warm_all = bool(gpus)
+        self.warmed = [b for b in BUCKETS if b <= _bucket(max(1, max_batch))] if warm_all else [1]
+        for b in self.warmed:
+            self.predict_batch(np.zeros((b, INPUT_SIZE, INPUT_SIZE, 1), np.float32))
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
@@ -289,12 +296,13 @@ def choose_backend(model_dir: str | os.PathLike, requested: str = "auto",
 
 
 def load_classifier(model_dir: str | os.PathLike, backend: str = "auto",
-                    threads: int | None = None) -> Classifier:
+                    threads: int | None = None, max_batch: int = 1) -> Classifier:
     """Load the model folder with the chosen backend (``threads``: LiteRT runtime threads,
-    default one per core)."""
+    default one per core; ``max_batch``: the largest batch the caller will send, which the
+    Keras backend pre-compiles on a GPU)."""
     read_metadata(model_dir)
     name = choose_backend(model_dir, backend)
     log.info("loading %s with backend %s", model_dir, name)
     if name.startswith("litert-"):
         return BACKENDS[name](model_dir, threads=threads)
-    return BACKENDS[name](model_dir)
+    return BACKENDS[name](model_dir, max_batch=max_batch)

@@ -269,3 +269,10 @@ def test_corrupt_artifact_is_a_model_error(converted_dir, tmp_path):
     (d / "model_int8.tflite").write_bytes(b"not a flatbuffer")
     with pytest.raises(ModelError, match="cannot load LiteRT model"):
         load_classifier(d, "litert-int8")
+
+
+def test_keras_warms_every_bucket_the_batcher_can_hit_when_asked(converted_dir):
+    from server.classifier import KerasClassifier
+
+    assert KerasClassifier(converted_dir, max_batch=6, warm_all=True).warmed == [1, 2, 4, 8]
+    assert KerasClassifier(converted_dir, max_batch=6, warm_all=False).warmed == [1]
