@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, balance=args.balance,
         class_weight_power=args.class_weight_power, seed=args.seed, detect=args.detect,
         jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, resume=args.resume, limit=args.limit,
+        warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume, limit=args.limit,
         augment=AugmentConfig(vflip=args.vflip), export=not args.no_export,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate: ReduceLROnPlateau, or cosine decay over --epochs / "
                         "--max-minutes")
     t.add_argument("--warmup-epochs", type=int, default=1, help="cosine: linear warm-up epochs")
+    t.add_argument("--no-tta", action="store_true",
+                   help="export the plain model (default: averaged with the mirror image)")
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.set_defaults(fn=cmd_train)

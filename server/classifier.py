@@ -120,6 +120,8 @@ class KerasClassifier:
         import keras
         import tensorflow as tf
 
+        import training.model  # noqa: F401  # registers the layers exported models use
+
         meta = read_metadata(model_dir)
         path = Path(model_dir) / meta.get("files", {}).get("keras", "model.keras")
         if not path.exists():

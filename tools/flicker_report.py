@@ -109,6 +109,8 @@ class Classifier:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         import keras
 
+        import training.model  # noqa: F401  # registers the layers exported models use
+
         model = keras.models.load_model(path, compile=False)
         if int(model.output_shape[-1]) != len(self.labels):
             raise ReportError(f"{path}: {model.output_shape[-1]} outputs, expected "

@@ -47,6 +47,8 @@ def _load_keras(model: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         import keras
 
+        import training.model  # noqa: F401  # registers the layers exported models use
+
         return keras.models.load_model(model, compile=False)
     return model
 

@@ -228,6 +228,8 @@ def load_keras_model_dir(model_dir: str | os.PathLike) -> tuple[Any, dict]:
             raise FileNotFoundError(f"{missing} ({keras_file.name} is missing)")
     import keras
 
+    import training.model  # noqa: F401  # registers the layers exported models use
+
     model = keras.models.load_model(keras_file, compile=False)
     return model, meta
 

@@ -58,6 +58,14 @@ def train_command(cfg: Any) -> str:
         args.append("--vflip")
     if c.get("jit_compile") is False:
         args.append("--no-jit")
+    if c.get("precision") not in (None, "float32"):
+        args += ["--precision", str(c["precision"])]
+    if c.get("schedule") == "cosine":
+        args += ["--schedule", "cosine", "--warmup-epochs", str(c.get("warmup_epochs", 1))]
+    elif c.get("lr_patience") is not None:
+        args += ["--lr-patience", str(c["lr_patience"])]
+    if c.get("tta") is False:
+        args.append("--no-tta")
     if c.get("name") not in (None, "default"):
         args += ["--name", str(c["name"])]
     return " ".join(shlex.quote(a) for a in args)
@@ -76,7 +84,9 @@ def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: di
         "preprocessing": {"grayscale": True, "median_kernel": MEDIAN_KERNEL,
                           "crop_margin": CROP_MARGIN,
                           "crop_shift_y": getattr(preprocess, "CROP_SHIFT_Y", 0.0),
-                          "rescale_in_model": True, "detector": DETECTOR},
+                          "rescale_in_model": True, "detector": DETECTOR,
+                          "test_time_augmentation": "hflip-average" if training.get("tta")
+                          else None},
         "architecture": {"name": "vgg16", "width": training.get("width"),
                          "weights": report.get("weights", "scratch"),
                          "params": int(model.count_params())},
@@ -84,7 +94,8 @@ def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: di
         "dataset": split_info,
         "metrics": {"test": {k: report.get(k) for k in
                              ("accuracy", "macro_f1", "per_class", "confusion", "n")},
-                    "val": report.get("val")},
+                    "val": report.get("val"),
+                    "without_tta": report.get("without_tta")},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -121,7 +132,9 @@ def model_card(meta: dict, report: dict) -> str:
         "(rescaling is inside the model); crops come from the shared `training/preprocess.py` "
         f"(BlazeFace short-range detection, {int(CROP_MARGIN * 100)}% margin, "
         f"{MEDIAN_KERNEL}x{MEDIAN_KERNEL} median filter).",
-        f"- Output: probabilities of {', '.join(LABELS)}.",
+        f"- Output: probabilities of {', '.join(LABELS)}"
+        + (", averaged over the face and its mirror image (test-time augmentation, inside the "
+           "saved model)." if tr.get("tta") else "."),
         f"- Files: `{KERAS_FILE}` (Keras 3), `{METADATA_FILE}`. Created {meta['created']}.",
         "",
         "## Intended use",
@@ -160,6 +173,13 @@ def model_card(meta: dict, report: dict) -> str:
     if val:
         lines.append(f"| val | {val.get('n', 'n/a')} | {_fmt(val.get('accuracy'))} | "
                      f"{_fmt(val.get('macro_f1'))} |")
+    plain = report.get("without_tta") or {}
+    if plain:
+        pv = plain.get("val") or {}
+        lines.append(f"\nWithout the mirror-image averaging: test accuracy "
+                     f"{_fmt(plain.get('accuracy'))}, macro-F1 {_fmt(plain.get('macro_f1'))}; "
+                     f"val accuracy {_fmt(pv.get('accuracy'))}, macro-F1 "
+                     f"{_fmt(pv.get('macro_f1'))}.")
     lines += ["", "Per class on the test split:", "",
               "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for label in LABELS:

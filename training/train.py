@@ -52,6 +52,8 @@ class TrainConfig:
     #: ``epochs`` -- or over ``max_minutes`` when that comes first -- after ``warmup_epochs``).
     schedule: str = "plateau"
     warmup_epochs: int = 1
+    #: Export (and evaluate) the model averaged over each face and its mirror image.
+    tta: bool = True
     resume: bool = False
     #: ImageNet path only: epochs with the base frozen, then fine-tune the top blocks.
     frozen_epochs: int = 5
@@ -292,13 +294,20 @@ def train(cfg: TrainConfig) -> dict:
             fit(model, ds, cfg, out, cw)
 
     from training.evaluate import evaluate_model, save_report
-    from training.model import to_float32
+    from training.model import to_float32, with_hflip_tta
 
     # Evaluated and exported in float32 whatever the training precision: that is what serves.
-    best_model = to_float32(keras.models.load_model(out / "best.keras"))
+    plain_model = to_float32(keras.models.load_model(out / "best.keras"))
+    best_model = with_hflip_tta(plain_model) if cfg.tta else plain_model
+    keys = ("n", "accuracy", "macro_f1")
     report = evaluate_model(best_model, ds.test)
     val_report = evaluate_model(best_model, ds.val)
-    report["val"] = {k: val_report[k] for k in ("n", "accuracy", "macro_f1")}
+    report["val"] = {k: val_report[k] for k in keys}
+    if cfg.tta:
+        plain_test = evaluate_model(plain_model, ds.test)
+        plain_val = evaluate_model(plain_model, ds.val)
+        report["without_tta"] = {**{k: plain_test[k] for k in keys},
+                                 "val": {k: plain_val[k] for k in keys}}
     report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
     report["weights"] = origin
     save_report(report, out, history_csv=out / "history.csv")

@@ -170,6 +170,19 @@ def test_train_reports_and_exports(trained) -> None:
     assert meta["architecture"]["params"] == model.count_params()
     assert meta["dataset"]["counts"] == split["counts"]
 
+    # The export is the mirror-averaged model; the report also keeps the plain model's figures.
+    from training.model import TTA_SUFFIX
+
+    assert model.name.endswith(TTA_SUFFIX)
+    assert meta["preprocessing"]["test_time_augmentation"] == "hflip-average"
+    assert set(report["without_tta"]) == {"n", "accuracy", "macro_f1", "val"}
+    assert "mirror image" in (model_dir / "MODEL_CARD.md").read_text()
+    x = np.random.default_rng(1).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE, 1)).astype(
+        np.float32)
+    inner = next(layer for layer in model.layers if hasattr(layer, "layers"))
+    mean = (inner.predict(x, verbose=0) + inner.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(model.predict(x, verbose=0), mean, atol=1e-5)
+
     r = evaluate_path(cfg.data, model, cache_dir=cfg.cache_dir)  # no split folders: all 70
     assert KEYS <= set(r)
     assert r["n"] == 70 and r["no_face"] == 0 and np.sum(r["confusion"]) == 70
@@ -197,3 +210,37 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> N
     assert json.loads((run / "state.json").read_text())["epoch"] == 3
     assert report["n"] == 7
     assert (tmp_path / "models" / cfg.name / "metadata.json").is_file()
+
+
+# --------------------------------------------------------------------------- schedule, precision
+
+def test_cosine_lr_warms_up_then_decays_to_zero_by_epochs_or_by_time() -> None:
+    from training.train import cosine_lr
+
+    lrs = [cosine_lr(1e-3, e, 11, warmup_epochs=1) for e in range(11)]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
+    # Strictly down to a small last step (an epoch at exactly 0 would be wasted).
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:])) and 0 < lrs[-1] < 0.05 * lrs[1]
+    # Half the time budget spent at epoch 1 of 100: already half way down the cosine.
+    assert cosine_lr(1e-3, 1, 100, minutes_done=30, max_minutes=60) == pytest.approx(5e-4)
+    assert cosine_lr(1e-3, 5, 100, minutes_done=90, max_minutes=60) == 0.0
+
+
+def test_bfloat16_model_exports_as_float32_with_the_same_weights() -> None:
+    import keras
+
+    from training.model import build_model, to_float32
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = build_model(width=0.0625)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    plain = to_float32(mixed)
+    assert {layer.dtype_policy.name for layer in plain.layers} == {"float32"}
+    for a, b in zip(mixed.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = RNG.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+    np.testing.assert_allclose(plain(x), mixed(x), atol=0.05)  # bf16 rounding only
+    assert to_float32(plain) is plain
