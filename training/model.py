@@ -93,8 +93,8 @@ def with_hflip_tta(model: keras.Model) -> keras.Model:
         return model
     inp = keras.Input(model.input_shape[1:], name="pixels")
     plain = model(inp)
-    mirrored = model(HorizontalFlip(name="hflip")(inp))
-    out = layers.Average(name="tta_mean")([plain, mirrored])
+    mirrored = model(HorizontalFlip(name="hflip", dtype="float32")(inp))
+    out = layers.Average(name="tta_mean", dtype="float32")([plain, mirrored])
     return keras.Model(inp, out, name=model.name + TTA_SUFFIX)
 
 

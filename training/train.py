@@ -230,11 +230,21 @@ def train(cfg: TrainConfig) -> dict:
     """Run the whole pipeline; returns the evaluation report of the best model on the test split."""
     import keras
 
-    seed_everything(cfg.seed)
     if cfg.precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be float32 or bfloat16, not {cfg.precision!r}")
+    before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if cfg.precision == "bfloat16" else "float32")
+    try:
+        return _train(cfg)
+    finally:  # the Keras policy is process-wide: leave it as it was
+        keras.mixed_precision.set_global_policy(before)
+
+
+def _train(cfg: TrainConfig) -> dict:
+    import keras
+
+    seed_everything(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -297,6 +307,7 @@ def train(cfg: TrainConfig) -> dict:
     from training.model import to_float32, with_hflip_tta
 
     # Evaluated and exported in float32 whatever the training precision: that is what serves.
+    keras.mixed_precision.set_global_policy("float32")
     plain_model = to_float32(keras.models.load_model(out / "best.keras"))
     best_model = with_hflip_tta(plain_model) if cfg.tta else plain_model
     keys = ("n", "accuracy", "macro_f1")

@@ -244,3 +244,27 @@ def test_bfloat16_model_exports_as_float32_with_the_same_weights() -> None:
     x = RNG.integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
     np.testing.assert_allclose(plain(x), mixed(x), atol=0.05)  # bf16 rounding only
     assert to_float32(plain) is plain
+
+
+def test_bfloat16_cosine_run_exports_float32_and_restores_the_policy(trained, tmp_path) -> None:
+    import keras
+
+    from training.evaluate import load_keras_model_dir
+    from training.train import train
+
+    cfg, _ = trained
+    bf = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"),
+                 precision="bfloat16", schedule="cosine", epochs=2)
+    report = train(bf)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    history = list(csv.DictReader(open(Path(bf.out) / "history.csv")))
+    assert [float(r["learning_rate"]) for r in history] == pytest.approx([5e-4, 1e-3])
+    model, meta = load_keras_model_dir(Path(bf.models_dir) / bf.name)
+    assert meta["training"]["precision"] == "bfloat16"
+    assert "--precision bfloat16 --schedule cosine" in (
+        Path(bf.models_dir) / bf.name / "MODEL_CARD.md").read_text()
+    names = {layer.dtype_policy.name for layer in model.layers}
+    for layer in model.layers:
+        names |= {sub.dtype_policy.name for sub in getattr(layer, "layers", [])}
+    assert names == {"float32"}
+    assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
