@@ -212,6 +212,39 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> N
     assert (tmp_path / "models" / cfg.name / "metadata.json").is_file()
 
 
+def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path, capsys) -> None:
+    from tools import reexport
+    from training.evaluate import evaluate_model, load_keras_model_dir
+    from training.model import TTA_SUFFIX
+
+    cfg, report = trained
+    src = Path(cfg.models_dir) / cfg.name
+    out = tmp_path / "models"
+    assert reexport.main([str(src), "--name", "again", "--models-dir", str(out),
+                          "--train-minutes", "1.5"]) == 0
+    model, meta = load_keras_model_dir(out / "again")
+    # the source was mirror-averaged already: the tool unwraps it instead of wrapping twice
+    assert model.name.endswith(TTA_SUFFIX) and not model.name.endswith(TTA_SUFFIX * 2)
+    assert meta["preprocessing"]["test_time_augmentation"] == "hflip-average"
+    assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
+    assert meta["metrics"]["without_tta"]["accuracy"] == report["without_tta"]["accuracy"]
+    assert meta["training"]["width"] == cfg.width and meta["training"]["name"] == "again"
+    assert "Training took 1.5 minutes." in (out / "again" / "MODEL_CARD.md").read_text()
+    assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == report["accuracy"]
+
+    assert reexport.main([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta"]) == 0
+    plain, meta = load_keras_model_dir(out / "plain")
+    assert not plain.name.endswith(TTA_SUFFIX)
+    assert meta["preprocessing"]["test_time_augmentation"] is None
+    from training.data import load_dataset
+
+    ds = load_dataset(cfg.data, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    assert evaluate_model(plain, ds.test)["accuracy"] == report["without_tta"]["accuracy"]
+
+    assert reexport.main([str(tmp_path / "missing"), "--models-dir", str(out)]) == 2
+    assert "error: cannot read" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- schedule, precision
 
 def test_cosine_lr_warms_up_then_decays_to_zero_by_epochs_or_by_time() -> None:
