@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _quiet_tf()
     from training.augment import AugmentConfig
     from training.data import DatasetError
-    from training.train import TrainConfig, train
+    from training.train import InitModelError, TrainConfig, train
 
     cfg = TrainConfig(
         data=args.data, out=args.out, name=args.name, models_dir=args.models_dir,
@@ -101,13 +101,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, balance=args.balance,
         class_weight_power=args.class_weight_power, seed=args.seed, detect=args.detect,
         jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume, limit=args.limit,
+        warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume,
+        init=args.init, limit=args.limit,
         augment=AugmentConfig(vflip=args.vflip), export=not args.no_export,
         verbose=1 if sys.stdout.isatty() else 2,
     )
     try:
         report = train(cfg)
-    except DatasetError as exc:
+    except (DatasetError, InitModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "macro_f1", "val", "weights")}))
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="export the plain model (default: averaged with the mirror image)")
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--init", default="",
+                   help="start from this trained model's weights (models/NAME or a .keras "
+                        "file, same --width), e.g. for a second cosine cycle")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset")

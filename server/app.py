@@ -14,7 +14,7 @@ from aiohttp import web
 
 from server.batcher import Batcher
 from server.classifier import Classifier, load_classifier
-from server.config import ServerConfig
+from server.config import ServerConfig, infer_threads_for
 from server.errors import CapacityError, ImageError, ServeError
 from server.feed import FeedHub, feed_handler, stream_handler
 from server.metrics import Metrics
@@ -209,7 +209,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[REGISTRY] = Registry(cfg)
     if classifier is None:
         classifier = load_classifier(cfg.model_dir, cfg.backend,
-                                     threads=cfg.infer_threads or None,
+                                     threads=infer_threads_for(cfg),
                                      max_batch=cfg.max_batch_size)
     app[CLASSIFIER] = classifier
 

@@ -684,7 +684,7 @@ def main(args: argparse.Namespace) -> int:
             table(["inference", "detection", "fps/client min", "total fps", "p95 ms",
                    "server CPU", "vs isolated"], trows)]) + "\n")
     if sweep_on:
-        n = min(4, max(counts))
+        n = min(8, max(counts))
         rows = asyncio.run(bench_sweep(model_dir, out, face_video(out, 30), n, 6.0, 2.0,
                                        (1, 4, 8, 16), (0.0, 2.0, 4.0, 8.0), backend))
         top = max(r[2].total_fps for r in rows)

@@ -26,7 +26,7 @@ class ServerConfig:
     max_wait_ms: float = 0.0
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
-    #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see ``infer_threads_for``).
+    #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see :func:`infer_threads_for`).
     infer_threads: int = 0
     #: STUN/TURN URLs given to the server's peer connections and to the page.
     ice_servers: tuple[str, ...] = ()
@@ -79,3 +79,14 @@ class ServerConfig:
             raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")
+
+
+def infer_threads_for(cfg: ServerConfig) -> int:
+    """Runtime threads the server gives a CPU classifier: ``cfg.infer_threads``, else 1.
+
+    The detection pool already has one worker per core. A multi-threaded classifier next to it
+    oversubscribes the cores, and the runtime's threads then wait for each other inside every
+    call. Measured on 2 cores, 16 clients (``run.py bench --threads-sweep``): 1 classifier
+    thread 171 results/s in all, 2 threads 58. Batching across clients keeps one thread busy.
+    """
+    return cfg.infer_threads or 1

@@ -66,6 +66,8 @@ def train_command(cfg: Any) -> str:
         args += ["--lr-patience", str(c["lr_patience"])]
     if c.get("tta") is False:
         args.append("--no-tta")
+    if c.get("init"):
+        args += ["--init", str(c["init"])]
     if c.get("name") not in (None, "default"):
         args += ["--name", str(c["name"])]
     return " ".join(shlex.quote(a) for a in args)
@@ -122,6 +124,8 @@ def model_card(meta: dict, report: dict) -> str:
                f"{tr.get('finetune_blocks')} conv blocks fine-tuned")
     else:
         how = f"VGG16 (13 conv layers) with BatchNorm, trained from scratch, width x{arch['width']}"
+        if tr.get("init"):
+            how += f" (this run started from the weights of `{tr['init']}`)"
     lines = [
         f"# Model card: `{meta['name']}`",
         "",

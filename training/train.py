@@ -55,6 +55,9 @@ class TrainConfig:
     #: Export (and evaluate) the model averaged over each face and its mirror image.
     tta: bool = True
     resume: bool = False
+    #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
+    #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).
+    init: str = ""
     #: ImageNet path only: epochs with the base frozen, then fine-tune the top blocks.
     frozen_epochs: int = 5
     finetune_blocks: int = 2
@@ -209,8 +212,44 @@ def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
                      callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
 
 
+class InitModelError(ValueError):
+    """``--init`` names no usable model (missing, unreadable, or another architecture)."""
+
+
+def load_init_weights(model, path: str) -> None:
+    """Copy the weights of the trained model at ``path`` into ``model`` (same architecture).
+
+    ``path`` is a model folder (its ``model.keras``) or a ``.keras`` file; an exported model's
+    mirror-averaging wrapper is looked through.
+    """
+    import keras
+
+    from training.model import TTA_SUFFIX
+
+    src = Path(path)
+    if src.is_dir():
+        src = src / "model.keras"
+    if not src.is_file():
+        raise InitModelError(f"--init {path}: no such model file ({src})")
+    try:
+        loaded = keras.models.load_model(src, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise InitModelError(f"--init {path}: cannot load {src}: {exc}") from exc
+    if loaded.name.endswith(TTA_SUFFIX):
+        loaded = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+    theirs = [w.shape for w in loaded.get_weights()]
+    ours = [tuple(w.shape) for w in model.weights]
+    if [tuple(s) for s in theirs] != ours:
+        raise InitModelError(f"--init {path}: its weights do not fit this run's network "
+                             f"({len(theirs)} arrays vs {len(ours)}, or other shapes); pass "
+                             "the --width it was trained with")
+    model.set_weights(loaded.get_weights())
+    log.info("starting from the weights of %s", src)
+
+
 def build_for(cfg: TrainConfig):
-    """The model to train: ImageNet VGG16 when asked for and reachable, else from scratch."""
+    """The model to train: ImageNet VGG16 when asked for and reachable, else from scratch
+    (or from ``cfg.init``'s weights)."""
     from training.model import WeightsUnavailable, build_model, compile_model, freeze_base
 
     if cfg.weights == "imagenet":
@@ -222,6 +261,8 @@ def build_for(cfg: TrainConfig):
         except WeightsUnavailable as exc:
             log.warning("%s -- FALLING BACK to training VGG16 from scratch (with BatchNorm)", exc)
     model = build_model(width=cfg.width)
+    if cfg.init:
+        load_init_weights(model, cfg.init)
     compile_model(model, cfg.lr, cfg.jit_compile)
     return model, "scratch"
 
@@ -232,6 +273,8 @@ def train(cfg: TrainConfig) -> dict:
 
     if cfg.precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be float32 or bfloat16, not {cfg.precision!r}")
+    if cfg.init and cfg.weights == "imagenet":
+        raise InitModelError("--init and --weights imagenet exclude each other")
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if cfg.precision == "bfloat16" else "float32")

@@ -245,6 +245,46 @@ def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path
     assert "error: cannot read" in capsys.readouterr().err
 
 
+def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
+    from training.evaluate import load_keras_model_dir
+    from training.train import InitModelError, train
+
+    cfg, _ = trained
+    src = Path(cfg.models_dir) / cfg.name  # mirror-averaged export: the wrapper is looked through
+    source, _ = load_keras_model_dir(src)
+    inner = next(layer for layer in source.layers if hasattr(layer, "layers"))
+    # lr 0: an init run keeps the given weights (only BatchNorm's moving statistics move).
+    run = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"), epochs=1,
+                  lr=0.0, init=str(src))
+    train(run)
+    model, meta = load_keras_model_dir(Path(run.models_dir) / run.name)
+    again = next(layer for layer in model.layers if hasattr(layer, "layers"))
+    assert len(again.trainable_weights) == len(inner.trainable_weights) > 0
+    for a, b in zip(again.trainable_weights, inner.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert meta["training"]["init"] == str(src)
+    card = (Path(run.models_dir) / run.name / "MODEL_CARD.md").read_text()
+    assert f"--init {src}" in card and f"started from the weights of `{src}`" in card
+
+    with pytest.raises(InitModelError, match="no such model file"):
+        train(replace(run, init=str(tmp_path / "missing")))
+    with pytest.raises(InitModelError, match="--width"):
+        train(replace(run, init=str(src), width=0.125))
+
+
+def test_train_cli_bad_init_is_an_error_not_a_traceback(tmp_path, tiny_folder) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "run.py"), "train", "--data", str(tiny_folder),
+                        "--out", str(tmp_path / "run"), "--models-dir", str(tmp_path / "m"),
+                        "--width", "0.0625", "--epochs", "1", "--init", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "error: --init" in r.stderr and "Traceback" not in r.stderr
+
+
 # --------------------------------------------------------------------------- schedule, precision
 
 def test_cosine_lr_warms_up_then_decays_to_zero_by_epochs_or_by_time() -> None:

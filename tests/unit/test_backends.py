@@ -193,6 +193,17 @@ def test_classifiers_describe_themselves(converted_dir):
     assert load_classifier(converted_dir, "litert-fp32", threads=2).backend == "litert-fp32"
 
 
+def test_server_gives_a_cpu_classifier_one_thread_unless_told(converted_dir):
+    from server.app import CLASSIFIER, create_app
+    from server.config import ServerConfig
+
+    app = create_app(ServerConfig(model_dir=str(converted_dir), backend="litert-int8"))
+    assert app[CLASSIFIER].threads == 1  # the detection pool has the cores (see infer_threads_for)
+    app = create_app(ServerConfig(model_dir=str(converted_dir), backend="litert-int8",
+                                  infer_threads=2))
+    assert app[CLASSIFIER].threads == 2
+
+
 # --------------------------------------------------------------------------- selection
 
 def test_auto_prefers_int8_without_gpu(converted_dir, no_gpu, caplog):
