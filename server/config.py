@@ -86,7 +86,8 @@ def infer_threads_for(cfg: ServerConfig) -> int:
 
     The detection pool already has one worker per core. A multi-threaded classifier next to it
     oversubscribes the cores, and the runtime's threads then wait for each other inside every
-    call. Measured on 2 cores, 16 clients (``run.py bench --threads-sweep``): 1 classifier
-    thread 171 results/s in all, 2 threads 58. Batching across clients keeps one thread busy.
+    call. Measured on 2 cores, 16 clients (``run.py bench --threads-sweep``, two runs): 1
+    classifier thread 171 and 180 results/s in all, 2 threads 58 and 165; with 1 thread the
+    latency tail was also shorter. Batching across clients keeps one thread busy.
     """
     return cfg.infer_threads or 1
