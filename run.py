@@ -104,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume,
         init=args.init, limit=args.limit,
         augment=AugmentConfig(vflip=args.vflip), export=not args.no_export,
+        convert=not args.no_convert,
         verbose=1 if sys.stdout.isatty() else 2,
     )
     try:
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-tta", action="store_true",
                    help="export the plain model (default: averaged with the mirror image)")
     t.add_argument("--no-export", action="store_true")
+    t.add_argument("--no-convert", action="store_true",
+                   help="export model.keras only (default: also the LiteRT fp32/int8 copies)")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.add_argument("--init", default="",
                    help="start from this trained model's weights (models/NAME or a .keras "

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
     ap.add_argument("--data", default=None, help="dataset (default: the one in metadata.json)")
     ap.add_argument("--no-tta", action="store_true", help="export without mirror averaging")
+    ap.add_argument("--no-convert", action="store_true",
+                    help="skip the LiteRT fp32/int8 copies (default: written and evaluated)")
     ap.add_argument("--train-minutes", type=float, default=None,
                     help="training time to report (default: from the source model card)")
     args = ap.parse_args(argv)
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import evaluate_model
     from training.export import export_model
     from training.model import TTA_SUFFIX, to_float32, with_hflip_tta
-    from training.train import TrainConfig
+    from training.train import TrainConfig, convert_export
 
     known = {f.name for f in fields(TrainConfig)}
     tr = {k: v for k, v in (meta.get("training") or {}).items() if k in known and k != "augment"}
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                 minutes = float(line.split()[2])
     report["train_minutes"] = minutes
     report["weights"] = (meta.get("architecture") or {}).get("weights", "scratch")
-    export_model(model, args.models_dir / args.name, cfg, ds.info, report)
+    model_dir = export_model(model, args.models_dir / args.name, cfg, ds.info, report)
+    if not args.no_convert:
+        convert_export(model_dir, ds)
     summary = {"test": {k: report[k] for k in keys}, "val": report["val"],
                "without_tta": report.get("without_tta")}
     print(json.dumps(summary, indent=2))

@@ -162,9 +162,16 @@ def test_train_reports_and_exports(trained) -> None:
         "train": 56, "val": 7, "test": 7}
 
     model_dir = Path(cfg.models_dir) / cfg.name
-    assert sorted(p.name for p in model_dir.iterdir()) == ["MODEL_CARD.md", "metadata.json",
-                                                           "model.keras"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "MODEL_CARD.md", "metadata.json", "model.keras", "model_fp32.tflite", "model_int8.tflite"]
     model, meta = load_keras_model_dir(model_dir)
+    # the export step also made the fast CPU artifacts and recorded their test accuracy
+    backends = meta["metrics"]["backends"]
+    assert set(backends) == {"keras", "litert-fp32", "litert-int8"}
+    assert backends["keras"]["accuracy"] == report["accuracy"]
+    assert backends["litert-fp32"]["accuracy"] == report["accuracy"]
+    assert meta["files"] == {"keras": "model.keras", "tflite_fp32": "model_fp32.tflite",
+                             "tflite_int8": "model_int8.tflite"}
     assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
     assert meta["training"]["epochs"] == 2 and "cache_dir" not in meta["training"]
     assert meta["architecture"]["params"] == model.count_params()
@@ -204,7 +211,7 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> N
     run = tmp_path / "run"
     shutil.copytree(cfg.out, run)
     cfg2 = replace(cfg, out=str(run), models_dir=str(tmp_path / "models"), epochs=3,
-                   resume=True)
+                   resume=True, convert=False)
     report = train(cfg2)
     assert _history_epochs(run / "history.csv") == [0, 1, 2]  # appended: epoch 3 only
     assert json.loads((run / "state.json").read_text())["epoch"] == 3
@@ -230,9 +237,11 @@ def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path
     assert meta["metrics"]["without_tta"]["accuracy"] == report["without_tta"]["accuracy"]
     assert meta["training"]["width"] == cfg.width and meta["training"]["name"] == "again"
     assert "Training took 1.5 minutes." in (out / "again" / "MODEL_CARD.md").read_text()
+    assert set(meta["metrics"]["backends"]) == {"keras", "litert-fp32", "litert-int8"}
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == report["accuracy"]
 
-    assert reexport.main([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta"]) == 0
+    assert reexport.main([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta",
+                          "--no-convert"]) == 0
     plain, meta = load_keras_model_dir(out / "plain")
     assert not plain.name.endswith(TTA_SUFFIX)
     assert meta["preprocessing"]["test_time_augmentation"] is None
@@ -255,7 +264,7 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
     inner = next(layer for layer in source.layers if hasattr(layer, "layers"))
     # lr 0: an init run keeps the given weights (only BatchNorm's moving statistics move).
     run = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"), epochs=1,
-                  lr=0.0, init=str(src))
+                  lr=0.0, init=str(src), convert=False)
     train(run)
     model, meta = load_keras_model_dir(Path(run.models_dir) / run.name)
     again = next(layer for layer in model.layers if hasattr(layer, "layers"))
@@ -327,7 +336,7 @@ def test_bfloat16_cosine_run_exports_float32_and_restores_the_policy(trained, tm
 
     cfg, _ = trained
     bf = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"),
-                 precision="bfloat16", schedule="cosine", epochs=2)
+                 precision="bfloat16", schedule="cosine", epochs=2, convert=False)
     report = train(bf)
     assert keras.mixed_precision.global_policy().name == "float32"
     history = list(csv.DictReader(open(Path(bf.out) / "history.csv")))
