@@ -12,8 +12,8 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from server.batcher import Batcher
-from server.classifier import Classifier, load_classifier
+from server.batcher import Batcher, BatcherGroup
+from server.classifier import Classifier, load_replicas
 from server.config import ServerConfig, infer_threads_for
 from server.errors import CapacityError, ImageError, ServeError
 from server.feed import FeedHub, feed_handler, stream_handler
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", ServerConfig)
 CLASSIFIER = web.AppKey("classifier", Classifier)
+#: Every loaded copy of the classifier, one per inference worker (one per GPU; one on CPU).
+REPLICAS = web.AppKey("replicas", list)
 ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", Registry)
 FEED = web.AppKey("feed", FeedHub)
@@ -154,7 +156,8 @@ async def predict(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     clf = request.app[CLASSIFIER]
     return web.json_response({"status": "ok", "model": clf.name, "backend": clf.backend,
-                              "device": getattr(clf, "device", "CPU"),
+                              "device": ",".join(getattr(c, "device", "CPU")
+                                                 for c in request.app[REPLICAS]),
                               "infer_threads": getattr(clf, "threads", None),
                               "detect_workers": _workers(request.app[CONFIG]),
                               "sessions": len(request.app[REGISTRY].sessions)})
@@ -208,24 +211,31 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[FEED] = FeedHub()
     app[REGISTRY] = Registry(cfg)
     if classifier is None:
-        classifier = load_classifier(cfg.model_dir, cfg.backend,
-                                     threads=infer_threads_for(cfg),
-                                     max_batch=cfg.max_batch_size)
-    app[CLASSIFIER] = classifier
+        replicas = load_replicas(cfg.model_dir, cfg.backend, threads=infer_threads_for(cfg),
+                                 max_batch=cfg.max_batch_size)
+    else:
+        replicas = [classifier]
+    app[CLASSIFIER] = replicas[0]
+    app[REPLICAS] = replicas
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Decoding + detection threads, and one inference worker (the runtime uses the cores).
+        # Decoding + detection threads, and one inference worker per classifier copy: one per
+        # GPU, or one on the CPU (whose runtime has its own threads, see infer_threads_for).
         detect_pool = ThreadPoolExecutor(_workers(cfg), thread_name_prefix="detect")
-        infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
-        batcher = Batcher(classifier.predict_batch, infer_pool, cfg.max_batch_size,
-                          cfg.max_wait_ms, on_batch=app[METRICS].on_batch)
+        infer_pools = [ThreadPoolExecutor(1, thread_name_prefix=f"infer{i}")
+                       for i in range(len(replicas))]
+        batchers = [Batcher(c.predict_batch, pool, cfg.max_batch_size, cfg.max_wait_ms,
+                            on_batch=app[METRICS].on_batch)
+                    for c, pool in zip(replicas, infer_pools)]
+        batcher = batchers[0] if len(batchers) == 1 else BatcherGroup(batchers)
         batcher.start()
         app[ENGINE] = Engine(FacePipeline(), detect_pool, batcher, app[METRICS],
                              app[FEED].publish)
         yield
         await batcher.stop()
         detect_pool.shutdown(wait=True, cancel_futures=True)
-        infer_pool.shutdown(wait=True, cancel_futures=True)
+        for pool in infer_pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     async def on_shutdown(app: web.Application) -> None:
         peers = list(app[REGISTRY].peers.values())

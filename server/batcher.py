@@ -139,3 +139,42 @@ class Batcher:
                 if not r.future.done():
                     r.future.set_result(y[i : i + k])
                 i += k
+
+
+class BatcherGroup:
+    """Several batchers (one per inference device, e.g. one per GPU) behind one ``submit``.
+
+    Each request goes to the batcher with the fewest faces outstanding (ties: the one used
+    longest ago), so N devices run N batches at once and a request's faces stay together.
+    """
+
+    def __init__(self, batchers: list[Batcher]) -> None:
+        if not batchers:
+            raise ValueError("BatcherGroup needs at least one batcher")
+        self.batchers = list(batchers)
+        self._load = [0] * len(batchers)
+        self._turn = 0
+
+    def start(self) -> None:
+        for b in self.batchers:
+            b.start()
+
+    async def stop(self) -> None:
+        for b in self.batchers:
+            await b.stop()
+
+    def _pick(self) -> int:
+        n = len(self.batchers)
+        order = [(self._turn + k) % n for k in range(n)]
+        i = min(order, key=lambda j: self._load[j])
+        self._turn = (i + 1) % n
+        return i
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """Classify ``x`` on the least busy batcher (see :meth:`Batcher.submit`)."""
+        i = self._pick()
+        self._load[i] += len(x)
+        try:
+            return await self.batchers[i].submit(x)
+        finally:
+            self._load[i] -= len(x)

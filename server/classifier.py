@@ -15,6 +15,7 @@ result as ``backend`` and ``device``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -116,7 +117,8 @@ class KerasClassifier:
     backend = "keras"
 
     def __init__(self, model_dir: str | os.PathLike, jit_compile: bool = True,
-                 max_batch: int = 1, warm_all: bool | None = None) -> None:
+                 max_batch: int = 1, warm_all: bool | None = None,
+                 device: str | None = None) -> None:
         import keras
         import tensorflow as tf
 
@@ -130,13 +132,22 @@ class KerasClassifier:
         self.name = str(meta.get("name", Path(model_dir).name))
         self.labels = LABELS
         gpus = gpu_devices()
-        self.device = "GPU:0" if gpus else "CPU"
+        # ``device`` pins this copy of the model (one copy per GPU, see load_replicas).
+        self.device = device or ("GPU:0" if gpus else "CPU")
+        def on_device():
+            return tf.device(f"/{device}") if device else contextlib.nullcontext()
+
         try:
-            self.model = keras.models.load_model(path, compile=False)
+            with on_device():
+                self.model = keras.models.load_model(path, compile=False)
         except Exception as exc:
             raise ModelError(f"{path}: cannot load model ({exc})") from exc
-        self._fn = tf.function(lambda x: self.model(x, training=False), jit_compile=jit_compile,
-                               reduce_retracing=False)
+
+        def run(x):
+            with on_device():
+                return self.model(x, training=False)
+
+        self._fn = tf.function(run, jit_compile=jit_compile, reduce_retracing=False)
         self._lock = threading.Lock()
         # Warm up. XLA compiles once per batch bucket (seconds each); on a GPU every bucket the
         # batcher can hit is compiled now, so no live frame waits for a compilation.
@@ -308,3 +319,18 @@ def load_classifier(model_dir: str | os.PathLike, backend: str = "auto",
     if name.startswith("litert-"):
         return BACKENDS[name](model_dir, threads=threads)
     return BACKENDS[name](model_dir, max_batch=max_batch)
+
+
+def load_replicas(model_dir: str | os.PathLike, backend: str = "auto",
+                  threads: int | None = None, max_batch: int = 1,
+                  gpus: int | None = None) -> list[Classifier]:
+    """The classifiers the server's inference workers use: one per GPU when the Keras backend
+    runs on a machine with several GPUs (each copy pinned to its GPU), else just one
+    (:func:`load_classifier`). ``gpus`` overrides the GPU count probe."""
+    name = choose_backend(model_dir, backend)
+    n = len(gpu_devices()) if gpus is None and name == "keras" else (gpus or 0)
+    if name != "keras" or n < 2:
+        return [load_classifier(model_dir, name, threads=threads, max_batch=max_batch)]
+    log.info("loading %s with backend keras on %d GPUs", model_dir, n)
+    return [KerasClassifier(model_dir, max_batch=max_batch, device=f"GPU:{i}")
+            for i in range(n)]

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from server.batcher import Batcher
+from server.batcher import Batcher, BatcherGroup
 from server.metrics import Metrics
 from server.pipeline import FacePipeline, FrameFaces
 from server.protocol import face_dict, result_message
@@ -31,7 +31,7 @@ Sink = Callable[[dict], Awaitable[None] | None]
 class Engine:
     """Shared per-app processing: detection pool, batcher, metrics, result feed."""
 
-    def __init__(self, pipeline: FacePipeline, executor: Executor, batcher: Batcher,
+    def __init__(self, pipeline: FacePipeline, executor: Executor, batcher: Batcher | BatcherGroup,
                  metrics: Metrics, publish: Callable[[dict], None]) -> None:
         self.pipeline = pipeline
         self.executor = executor

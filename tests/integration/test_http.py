@@ -42,6 +42,32 @@ async def test_healthz_and_metrics(client):
         assert name in text
 
 
+async def test_one_inference_worker_per_gpu(aiohttp_client, monkeypatch):
+    """With several GPUs the app loads one classifier copy per GPU, each with its own worker,
+    and spreads faces over them; /healthz lists the devices."""
+    import asyncio
+
+    import server.app as app_mod
+    from server.batcher import BatcherGroup
+
+    gpus = []
+    for i in range(2):
+        c = FakeClassifier(delay_s=0.05)
+        c.device = f"GPU:{i}"
+        gpus.append(c)
+    monkeypatch.setattr(app_mod, "load_replicas", lambda *a, **k: gpus)
+    client = await aiohttp_client(create_app(ServerConfig(max_pixels=2000 * 2000)))
+    body = await (await client.get("/healthz")).json()
+    assert body["device"] == "GPU:0,GPU:1" and body["backend"] == "fake"
+    assert isinstance(client.app[app_mod.ENGINE].batcher, BatcherGroup)
+    img, _ = face_frame()
+    data = cv2.imencode(".png", img)[1].tobytes()
+    rs = await asyncio.gather(*(client.post("/api/predict", data=data) for _ in range(6)))
+    for r in rs:
+        assert r.status == 200 and (await r.json())["faces"][0]["label"] == "happy"
+    assert gpus[0].batches and gpus[1].batches  # both copies did work
+
+
 async def test_index_and_config(client):
     r = await client.get("/")
     assert r.status == 200 and "<html" in (await r.text()).lower()

@@ -204,6 +204,19 @@ def test_server_gives_a_cpu_classifier_one_thread_unless_told(converted_dir):
     assert app[CLASSIFIER].threads == 2
 
 
+def test_several_gpus_get_one_pinned_copy_each(converted_dir, faces, outputs):
+    from server.classifier import load_replicas
+
+    # gpus=2 on a machine without them: TensorFlow's soft placement runs both copies on the
+    # CPU, which still checks that each copy is built, pinned and predicts like the reference.
+    reps = load_replicas(converted_dir, "keras", gpus=2)
+    assert [r.device for r in reps] == ["GPU:0", "GPU:1"]
+    for r in reps:
+        np.testing.assert_allclose(r.predict_batch(faces), outputs["keras"], atol=1e-4)
+    assert len(load_replicas(converted_dir, "litert-int8", gpus=2)) == 1  # CPU: one copy
+    assert len(load_replicas(converted_dir, "keras", gpus=1)) == 1
+
+
 # --------------------------------------------------------------------------- selection
 
 def test_auto_prefers_int8_without_gpu(converted_dir, no_gpu, caplog):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.batcher import Batcher, BatchError
+from server.batcher import Batcher, BatcherGroup, BatchError
 
 
 class Recorder:
@@ -135,3 +135,40 @@ async def test_empty_request_is_free(pool):
     assert len(await b.submit(np.zeros((0, 2), np.float32))) == 0
     await b.stop()
     assert rec.sizes == []
+
+
+async def test_group_spreads_work_over_its_devices_and_maps_results_back():
+    """One batcher per device (e.g. per GPU): requests go to the least busy one, so two slow
+    devices run two batches at once; every caller gets its own rows back."""
+    both = threading.Barrier(2, timeout=10)
+
+    class Together(Recorder):
+        """Its first batch waits until the other device is running one too."""
+
+        def __call__(self, x):
+            if not self.sizes:
+                both.wait()  # BrokenBarrierError (the batch fails) unless both run at once
+            return super().__call__(x)
+
+    pools = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+    recs = [Together(delay=0.05), Together(delay=0.05)]
+    group = BatcherGroup([Batcher(r, p, max_batch_size=2, max_wait_ms=0)
+                          for r, p in zip(recs, pools)])
+    group.start()
+    try:
+        xs = [np.full((1, 2), i, np.float32) for i in range(8)]
+        ys = await asyncio.gather(*(group.submit(x) for x in xs))
+        for i, y in enumerate(ys):
+            np.testing.assert_array_equal(y, [[2 * i]])
+        assert sum(recs[0].sizes) == sum(recs[1].sizes) == 4  # shared evenly
+        assert recs[0].threads.isdisjoint(recs[1].threads)  # each device its own worker
+        # a multi-face request stays whole on one device
+        y = await group.submit(np.arange(6, dtype=np.float32).reshape(3, 2))
+        np.testing.assert_array_equal(y, [[0], [4], [8]])
+        assert 3 in recs[0].sizes + recs[1].sizes
+    finally:
+        await group.stop()
+        for p in pools:
+            p.shutdown()
+    with pytest.raises(ValueError):
+        BatcherGroup([])
