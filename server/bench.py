@@ -9,7 +9,8 @@ One run prints plain-text tables (and writes them to ``<out>/bench.txt``):
 3. The live server (``run.py serve`` in a subprocess, so its CPU time is its own) over loopback
    with 1, 2, 4, 8 aiortc clients, each relaying a pre-encoded 640x480 15 fps H264 face video
    (no encoding in the clients) and reading the result messages from its data channel.
-4. A sweep of the batcher's ``--max-batch`` and ``--max-wait-ms`` with 4 clients.
+4. A sweep of the batcher's ``--max-batch`` and ``--max-wait-ms`` with 8 clients (fewer when
+   fewer are asked for).
 
 and the goals of issue 4 with PASS/FAIL. Latency is the server's ``latency_ms`` (frame arrival
 to result sent). Clients and server share this machine's cores, so client CPU is reported too.
