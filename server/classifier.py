@@ -134,6 +134,7 @@ class KerasClassifier:
         gpus = gpu_devices()
         # ``device`` pins this copy of the model (one copy per GPU, see load_replicas).
         self.device = device or ("GPU:0" if gpus else "CPU")
+
         def on_device():
             return tf.device(f"/{device}") if device else contextlib.nullcontext()
 

@@ -52,10 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.augment import AugmentConfig
     from training.data import load_dataset
-    from training.evaluate import evaluate_model
     from training.export import export_model
-    from training.model import TTA_SUFFIX, to_float32, with_hflip_tta
-    from training.train import TrainConfig, convert_export
+    from training.model import to_float32, without_hflip_tta
+    from training.train import TrainConfig, convert_export, export_candidate
 
     known = {f.name for f in fields(TrainConfig)}
     tr = {k: v for k, v in (meta.get("training") or {}).items() if k in known and k != "augment"}
@@ -72,17 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     keras.mixed_precision.set_global_policy("float32")
-    plain = keras.models.load_model(args.src / "model.keras")
-    if plain.name.endswith(TTA_SUFFIX):  # already mirror-averaged: start from the inner network
-        plain = next(layer for layer in plain.layers if isinstance(layer, keras.Model))
-    plain = to_float32(plain)
-    model = plain if args.no_tta else with_hflip_tta(plain)
-    keys = ("n", "accuracy", "macro_f1")
-    report = evaluate_model(model, ds.test)
-    report["val"] = {k: evaluate_model(model, ds.val)[k] for k in keys}
-    if not args.no_tta:
-        pt, pv = evaluate_model(plain, ds.test), evaluate_model(plain, ds.val)
-        report["without_tta"] = {**{k: pt[k] for k in keys}, "val": {k: pv[k] for k in keys}}
+    # an already mirror-averaged model: start from the network inside
+    plain = to_float32(without_hflip_tta(keras.models.load_model(args.src / "model.keras")))
+    model, report = export_candidate(plain, ds, tta=not args.no_tta)
     minutes = args.train_minutes
     if minutes is None:
         card = args.src / "MODEL_CARD.md"
@@ -93,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     report["weights"] = (meta.get("architecture") or {}).get("weights", "scratch")
     model_dir = export_model(model, args.models_dir / args.name, cfg, ds.info, report)
     if not args.no_convert:
-        convert_export(model_dir, ds)
-    summary = {"test": {k: report[k] for k in keys}, "val": report["val"],
+        convert_export(model_dir, ds, keras_report=report)
+    summary = {"test": {k: report[k] for k in ("n", "accuracy", "macro_f1")},
+               "val": report["val"],
                "without_tta": report.get("without_tta")}
     print(json.dumps(summary, indent=2))
     return 0

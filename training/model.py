@@ -98,6 +98,13 @@ def with_hflip_tta(model: keras.Model) -> keras.Model:
     return keras.Model(inp, out, name=model.name + TTA_SUFFIX)
 
 
+def without_hflip_tta(model: keras.Model) -> keras.Model:
+    """The plain network inside a :func:`with_hflip_tta` wrapper (``model`` itself if plain)."""
+    if not model.name.endswith(TTA_SUFFIX):
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
 def freeze_base(model: keras.Model) -> None:
     """Stage 1 of transfer learning: freeze the ImageNet VGG16 base (the head stays trainable)."""
     for layer in model.layers:

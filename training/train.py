@@ -227,7 +227,7 @@ def load_init_weights(model, path: str) -> None:
     """
     import keras
 
-    from training.model import TTA_SUFFIX
+    from training.model import without_hflip_tta
 
     src = Path(path)
     if src.is_dir():
@@ -238,15 +238,14 @@ def load_init_weights(model, path: str) -> None:
         loaded = keras.models.load_model(src, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         raise InitModelError(f"--init {path}: cannot load {src}: {exc}") from exc
-    if loaded.name.endswith(TTA_SUFFIX):
-        loaded = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
-    theirs = [w.shape for w in loaded.get_weights()]
+    weights = without_hflip_tta(loaded).get_weights()
+    theirs = [w.shape for w in weights]
     ours = [tuple(w.shape) for w in model.weights]
-    if [tuple(s) for s in theirs] != ours:
+    if theirs != ours:
         raise InitModelError(f"--init {path}: its weights do not fit this run's network "
                              f"({len(theirs)} arrays vs {len(ours)}, or other shapes); pass "
                              "the --width it was trained with")
-    model.set_weights(loaded.get_weights())
+    model.set_weights(weights)
     log.info("starting from the weights of %s", src)
 
 
@@ -349,22 +348,13 @@ def _train(cfg: TrainConfig) -> dict:
         else:
             fit(model, ds, cfg, out, cw)
 
-    from training.evaluate import evaluate_model, save_report
-    from training.model import to_float32, with_hflip_tta
+    from training.evaluate import save_report
+    from training.model import to_float32
 
     # Evaluated and exported in float32 whatever the training precision: that is what serves.
     keras.mixed_precision.set_global_policy("float32")
     plain_model = to_float32(keras.models.load_model(out / "best.keras"))
-    best_model = with_hflip_tta(plain_model) if cfg.tta else plain_model
-    keys = ("n", "accuracy", "macro_f1")
-    report = evaluate_model(best_model, ds.test)
-    val_report = evaluate_model(best_model, ds.val)
-    report["val"] = {k: val_report[k] for k in keys}
-    if cfg.tta:
-        plain_test = evaluate_model(plain_model, ds.test)
-        plain_val = evaluate_model(plain_model, ds.val)
-        report["without_tta"] = {**{k: plain_test[k] for k in keys},
-                                 "val": {k: plain_val[k] for k in keys}}
+    best_model, report = export_candidate(plain_model, ds, cfg.tta)
     report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
     report["weights"] = origin
     save_report(report, out, history_csv=out / "history.csv")
@@ -374,18 +364,41 @@ def _train(cfg: TrainConfig) -> dict:
         model_dir = export_model(best_model, Path(cfg.models_dir) / cfg.name, cfg, ds.info,
                                  report)
         if cfg.convert:
-            convert_export(model_dir, ds)
+            convert_export(model_dir, ds, keras_report=report)
     return report
 
 
-def convert_export(model_dir: Path, ds: Dataset) -> None:
+def export_candidate(plain_model, ds: Dataset, tta: bool):
+    """The model to export (``plain_model`` mirror-averaged when ``tta``) and its report: the
+    test split's full metrics, ``val`` accuracy/macro-F1 and, with ``tta``, both figures of the
+    plain model under ``without_tta``."""
+    from training.evaluate import evaluate_model
+    from training.model import with_hflip_tta
+
+    model = with_hflip_tta(plain_model) if tta else plain_model
+    keys = ("n", "accuracy", "macro_f1")
+    report = evaluate_model(model, ds.test)
+    val_report = evaluate_model(model, ds.val)
+    report["val"] = {k: val_report[k] for k in keys}
+    if tta:
+        plain_test = evaluate_model(plain_model, ds.test)
+        plain_val = evaluate_model(plain_model, ds.val)
+        report["without_tta"] = {**{k: plain_test[k] for k in keys},
+                                 "val": {k: plain_val[k] for k in keys}}
+    return model, report
+
+
+def convert_export(model_dir: Path, ds: Dataset, keras_report: dict | None = None) -> None:
     """The fast CPU artifacts (LiteRT fp32 and int8) of an exported model, each backend's test
-    accuracy recorded next to Keras' (the server uses int8 only within 0.5 points of fp32)."""
+    accuracy recorded next to Keras' (the server uses int8 only within 0.5 points of fp32).
+    ``keras_report``: the exported model's test report when already computed (not redone)."""
     from server.classifier import load_classifier
     from training.convert import convert_model_dir
     from training.evaluate import evaluate_model
 
     def evaluate(backend: str) -> dict:
+        if backend == "keras" and keras_report is not None:
+            return {**keras_report, "split": "test"}
         clf = load_classifier(model_dir, backend)
         return {**evaluate_model(clf.predict_batch, ds.test), "split": "test"}
 
