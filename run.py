@@ -87,6 +87,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {v}")
+    return v
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _quiet_tf()
     from training.augment import AugmentConfig
@@ -103,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume,
         init=args.init, limit=args.limit,
-        augment=AugmentConfig(vflip=args.vflip), export=not args.no_export,
+        label_smoothing=args.label_smoothing, tta_shift=args.tta_shift,
+        augment=AugmentConfig(vflip=args.vflip, erase=args.erase), export=not args.no_export,
         convert=not args.no_convert,
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -220,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--balance", choices=["class_weight", "smote", "none"], default="class_weight")
     t.add_argument("--class-weight-power", type=float, default=0.5)
     t.add_argument("--vflip", action="store_true", help="also flip vertically (off by default)")
+    t.add_argument("--erase", type=_unit_float, default=0.0,
+                   help="random erasing: probability per training image (default 0: off)")
+    t.add_argument("--label-smoothing", type=_unit_float, default=0.0,
+                   help="label smoothing of the loss, e.g. 0.1 (default 0: off)")
     t.add_argument("--seed", type=int, default=1234)
     t.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
     t.add_argument("--limit", type=int, default=0, help="use at most N training images")
@@ -232,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=int, default=1, help="cosine: linear warm-up epochs")
     t.add_argument("--no-tta", action="store_true",
                    help="export the plain model (default: averaged with the mirror image)")
+    t.add_argument("--tta-shift", type=int, choices=range(0, 9), default=0, metavar="PIXELS",
+                   help="also average over the mirror pair shifted this many pixels in 4 "
+                        "directions (10 views; default 0: mirror only)")
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--no-convert", action="store_true",
                    help="export model.keras only (default: also the LiteRT fp32/int8 copies)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 
@@ -19,6 +20,9 @@ class AugmentConfig:
     shift: float = 0.1
     rotation_deg: float = 10.0
     brightness: float = 0.2
+    #: Random erasing (Zhong et al. 2017): the probability that one random rectangle (2-25% of
+    #: the image, aspect 0.3-3.3) of a training image is replaced by noise; 0 = off.
+    erase: float = 0.0
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:
@@ -36,4 +40,45 @@ def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:
         ls.append(layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="reflect", seed=seed))
     if cfg.brightness:
         ls.append(layers.RandomBrightness(cfg.brightness, value_range=(0.0, 255.0), seed=seed))
+    if cfg.erase:
+        ls.append(RandomErase(cfg.erase, seed=seed))
     return keras.Sequential(ls, name="augment")
+
+
+class RandomErase(layers.Layer):
+    """Random erasing for NHWC batches of 0..255 pixels, each image independently: with
+    probability ``rate`` one rectangle of 2-25% of its area (aspect ratio 0.3-3.3) becomes
+    uniform noise. Active only with ``training=True``."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"erase rate must be in [0, 1], not {rate}")
+        self.rate = rate
+        self.seed_gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or not self.rate:
+            return x
+        ops = keras.ops
+        shape = ops.shape(x)
+        b, h, w = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+
+        def u(lo, hi):
+            return keras.random.uniform((b, 1, 1, 1), lo, hi, seed=self.seed_gen)
+
+        area = u(0.02, 0.25) * h * w
+        ratio = ops.exp(u(float(np.log(0.3)), float(np.log(3.3))))
+        eh = ops.minimum(ops.sqrt(area * ratio), h)
+        ew = ops.minimum(ops.sqrt(area / ratio), w)
+        y0 = u(0.0, 1.0) * (h - eh)
+        x0 = u(0.0, 1.0) * (w - ew)
+        rows = ops.reshape(ops.arange(shape[1], dtype="float32"), (1, -1, 1, 1))
+        cols = ops.reshape(ops.arange(shape[2], dtype="float32"), (1, 1, -1, 1))
+        inside = ((rows >= y0) & (rows < y0 + eh) & (cols >= x0) & (cols < x0 + ew)
+                  & (u(0.0, 1.0) < self.rate))
+        noise = keras.random.uniform(shape, 0.0, 255.0, seed=self.seed_gen)
+        return ops.where(inside, ops.cast(noise, x.dtype), x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

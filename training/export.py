@@ -64,6 +64,11 @@ def train_command(cfg: Any) -> str:
         args += ["--schedule", "cosine", "--warmup-epochs", str(c.get("warmup_epochs", 1))]
     elif c.get("lr_patience") is not None:
         args += ["--lr-patience", str(c["lr_patience"])]
+    for key, flag in (("label_smoothing", "--label-smoothing"), ("tta_shift", "--tta-shift")):
+        if c.get(key):
+            args += [flag, str(c[key])]
+    if (c.get("augment") or {}).get("erase"):
+        args += ["--erase", str(c["augment"]["erase"])]
     if c.get("tta") is False:
         args.append("--no-tta")
     if c.get("init"):
@@ -75,6 +80,8 @@ def train_command(cfg: Any) -> str:
 
 def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: dict) -> dict:
     """The ``metadata.json`` object (format version 1) for ``model`` trained with ``cfg``."""
+    from training.model import tta_name
+
     training = config_dict(cfg)
     training.pop("cache_dir", None)  # a local path that says nothing about the model
     return {
@@ -87,11 +94,12 @@ def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: di
                           "crop_margin": CROP_MARGIN,
                           "crop_shift_y": getattr(preprocess, "CROP_SHIFT_Y", 0.0),
                           "rescale_in_model": True, "detector": DETECTOR,
-                          "test_time_augmentation": "hflip-average" if training.get("tta")
-                          else None},
+                          "test_time_augmentation": tta_name(training.get("tta_shift") or 0)
+                          if training.get("tta") else None},
         "architecture": {"name": "vgg16", "width": training.get("width"),
                          "weights": report.get("weights", "scratch"),
-                         "params": int(model.count_params())},
+                         "params": int(model.count_params()),
+                         **({"ensemble": report["members"]} if report.get("members") else {})},
         "training": training,
         "dataset": split_info,
         "metrics": {"test": {k: report.get(k) for k in
@@ -124,7 +132,11 @@ def model_card(meta: dict, report: dict) -> str:
                f"{tr.get('finetune_blocks')} conv blocks fine-tuned")
     else:
         how = f"VGG16 (13 conv layers) with BatchNorm, trained from scratch, width x{arch['width']}"
-        if tr.get("init"):
+        if arch.get("ensemble"):
+            how = (f"An ensemble of {len(arch['ensemble'])} independently trained VGG16 networks "
+                   f"(13 conv layers, BatchNorm, from scratch, width x{arch['width']}) whose "
+                   "probabilities are averaged")
+        elif tr.get("init"):
             how += f" (this run started from the weights of `{tr['init']}`)"
     lines = [
         f"# Model card: `{meta['name']}`",
@@ -137,8 +149,10 @@ def model_card(meta: dict, report: dict) -> str:
         f"(BlazeFace short-range detection, {int(CROP_MARGIN * 100)}% margin, "
         f"{MEDIAN_KERNEL}x{MEDIAN_KERNEL} median filter).",
         f"- Output: probabilities of {', '.join(LABELS)}"
-        + (", averaged over the face and its mirror image (test-time augmentation, inside the "
-           "saved model)." if tr.get("tta") else "."),
+        + ((", averaged over the face and its mirror image"
+            + (f", each also shifted {tr['tta_shift']} pixels left, right, up and down (10 views"
+               if tr.get("tta_shift") else " (2 views")
+            + "; test-time augmentation, inside the saved model).") if tr.get("tta") else "."),
         f"- Files: `{KERAS_FILE}` (Keras 3), `{METADATA_FILE}`. Created {meta['created']}.",
         "",
         "## Intended use",
@@ -180,7 +194,7 @@ def model_card(meta: dict, report: dict) -> str:
     plain = report.get("without_tta") or {}
     if plain:
         pv = plain.get("val") or {}
-        lines.append(f"\nWithout the mirror-image averaging: test accuracy "
+        lines.append(f"\nWithout the test-time averaging: test accuracy "
                      f"{_fmt(plain.get('accuracy'))}, macro-F1 {_fmt(plain.get('macro_f1'))}; "
                      f"val accuracy {_fmt(pv.get('accuracy'))}, macro-F1 "
                      f"{_fmt(pv.get('macro_f1'))}.")
@@ -217,9 +231,16 @@ def model_card(meta: dict, report: dict) -> str:
         "## Reproduce",
         "",
         "```",
-        train_command(tr),
+        *([train_command(m.get("training") or {}) for m in arch["ensemble"]]
+          + [str(tr.get("ensemble_command", ""))] if arch.get("ensemble")
+          else [train_command(tr)]),
         "```",
     ]
+    for i, m in enumerate(arch.get("ensemble") or []):
+        mt, mv = m.get("test") or {}, m.get("val") or {}
+        lines.append(f"{'' if i else chr(10)}- member {i} (`{m.get('source')}`): test accuracy "
+                     f"{_fmt(mt.get('accuracy'))}, val {_fmt(mv.get('accuracy'))} (with the "
+                     "same test-time averaging).")
     aug = tr.get("augment") or {}
     default_aug = {}
     try:

@@ -52,8 +52,13 @@ class TrainConfig:
     #: ``epochs`` -- or over ``max_minutes`` when that comes first -- after ``warmup_epochs``).
     schedule: str = "plateau"
     warmup_epochs: int = 1
+    #: Label smoothing of the training loss (0 = plain cross-entropy).
+    label_smoothing: float = 0.0
     #: Export (and evaluate) the model averaged over each face and its mirror image.
     tta: bool = True
+    #: With ``tta``: also average over the mirror pair shifted this many pixels left, right, up
+    #: and down (10 views, 5x the classifier cost of mirror averaging); 0 = mirror only.
+    tta_shift: int = 0
     resume: bool = False
     #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
     #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).
@@ -227,7 +232,7 @@ def load_init_weights(model, path: str) -> None:
     """
     import keras
 
-    from training.model import without_hflip_tta
+    from training.model import without_tta
 
     src = Path(path)
     if src.is_dir():
@@ -238,7 +243,7 @@ def load_init_weights(model, path: str) -> None:
         loaded = keras.models.load_model(src, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         raise InitModelError(f"--init {path}: cannot load {src}: {exc}") from exc
-    weights = without_hflip_tta(loaded).get_weights()
+    weights = without_tta(loaded).get_weights()
     theirs = [w.shape for w in weights]
     ours = [tuple(w.shape) for w in model.weights]
     if theirs != ours:
@@ -258,14 +263,14 @@ def build_for(cfg: TrainConfig):
         try:
             model = build_model(weights="imagenet")
             freeze_base(model)
-            compile_model(model, cfg.lr, cfg.jit_compile)
+            compile_model(model, cfg.lr, cfg.jit_compile, cfg.label_smoothing)
             return model, "imagenet"
         except WeightsUnavailable as exc:
             log.warning("%s -- FALLING BACK to training VGG16 from scratch (with BatchNorm)", exc)
     model = build_model(width=cfg.width)
     if cfg.init:
         load_init_weights(model, cfg.init)
-    compile_model(model, cfg.lr, cfg.jit_compile)
+    compile_model(model, cfg.lr, cfg.jit_compile, cfg.label_smoothing)
     return model, "scratch"
 
 
@@ -324,7 +329,7 @@ def _train(cfg: TrainConfig) -> dict:
             # Interrupted in the frozen stage: finish it, then fine-tune as a fresh run would.
             fit(model, ds, cfg, out, cw, initial_epoch=start, epochs=cfg.frozen_epochs,
                 best=best)
-            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr)
+            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr, cfg.label_smoothing)
             start = cfg.frozen_epochs
             best = json.loads(state_path.read_text())["best_val_accuracy"]
         if start < cfg.epochs:
@@ -342,7 +347,7 @@ def _train(cfg: TrainConfig) -> dict:
             from training.model import unfreeze
 
             fit(model, ds, cfg, out, cw, epochs=cfg.frozen_epochs)
-            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr)
+            unfreeze(model, cfg.finetune_blocks, cfg.finetune_lr, cfg.label_smoothing)
             fit(model, ds, cfg, out, cw, initial_epoch=cfg.frozen_epochs,
                 best=json.loads(state_path.read_text())["best_val_accuracy"])
         else:
@@ -354,7 +359,7 @@ def _train(cfg: TrainConfig) -> dict:
     # Evaluated and exported in float32 whatever the training precision: that is what serves.
     keras.mixed_precision.set_global_policy("float32")
     plain_model = to_float32(keras.models.load_model(out / "best.keras"))
-    best_model, report = export_candidate(plain_model, ds, cfg.tta)
+    best_model, report = export_candidate(plain_model, ds, cfg.tta, cfg.tta_shift)
     report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
     report["weights"] = origin
     save_report(report, out, history_csv=out / "history.csv")
@@ -368,14 +373,15 @@ def _train(cfg: TrainConfig) -> dict:
     return report
 
 
-def export_candidate(plain_model, ds: Dataset, tta: bool):
-    """The model to export (``plain_model`` mirror-averaged when ``tta``) and its report: the
+def export_candidate(plain_model, ds: Dataset, tta: bool, shift: int = 0):
+    """The model to export (``plain_model`` under test-time averaging when ``tta``, over
+    :func:`training.model.tta_views` of ``shift``) and its report: the
     test split's full metrics, ``val`` accuracy/macro-F1 and, with ``tta``, both figures of the
     plain model under ``without_tta``."""
     from training.evaluate import evaluate_model
-    from training.model import with_hflip_tta
+    from training.model import with_tta
 
-    model = with_hflip_tta(plain_model) if tta else plain_model
+    model = with_tta(plain_model, shift) if tta else plain_model
     keys = ("n", "accuracy", "macro_f1")
     report = evaluate_model(model, ds.test)
     val_report = evaluate_model(model, ds.val)
@@ -388,7 +394,8 @@ def export_candidate(plain_model, ds: Dataset, tta: bool):
     return model, report
 
 
-def convert_export(model_dir: Path, ds: Dataset, keras_report: dict | None = None) -> None:
+def convert_export(model_dir: Path, ds: Dataset, keras_report: dict | None = None,
+                   quantize_modes: tuple[str, ...] = ("none", "dynamic")) -> None:
     """The fast CPU artifacts (LiteRT fp32 and int8) of an exported model, each backend's test
     accuracy recorded next to Keras' (the server uses int8 only within 0.5 points of fp32).
     ``keras_report``: the exported model's test report when already computed (not redone)."""
@@ -402,4 +409,4 @@ def convert_export(model_dir: Path, ds: Dataset, keras_report: dict | None = Non
         clf = load_classifier(model_dir, backend)
         return {**evaluate_model(clf.predict_batch, ds.test), "split": "test"}
 
-    convert_model_dir(model_dir, evaluate=evaluate)
+    convert_model_dir(model_dir, quantize_modes, evaluate=evaluate)

@@ -350,3 +350,49 @@ def test_bfloat16_cosine_run_exports_float32_and_restores_the_policy(trained, tm
         names |= {sub.dtype_policy.name for sub in getattr(layer, "layers", [])}
     assert names == {"float32"}
     assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
+
+
+def test_reexport_builds_an_ensemble_of_model_folders(trained_pair, tmp_path, capsys) -> None:
+    from tools import reexport
+    from training.evaluate import load_keras_model_dir
+    from training.model import members, without_tta
+
+    (cfg, _), src_a, src_b = trained_pair
+    out = tmp_path / "models"
+    assert reexport.main([str(src_a), str(src_b), "--name", "ens", "--models-dir", str(out),
+                          "--tta-shift", "2", "--int8-only"]) == 0
+    model, meta = load_keras_model_dir(out / "ens")
+    assert len(members(without_tta(model))) == 2
+    assert meta["files"] == {"keras": "model.keras", "tflite_int8": "model_int8.tflite"}
+    assert not (out / "ens" / "model_fp32.tflite").exists()
+    assert set(meta["metrics"]["backends"]) == {"keras", "litert-int8"}
+    ens = meta["architecture"]["ensemble"]
+    assert [m["source"] for m in ens] == [str(src_a), str(src_b)]
+    assert all(0.0 <= m["test"]["accuracy"] <= 1.0 for m in ens)
+    assert "--int8-only" in meta["training"]["ensemble_command"]
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["test"]["accuracy"] == meta["metrics"]["test"]["accuracy"]
+    from server.classifier import choose_backend, load_classifier
+
+    assert choose_backend(out / "ens", gpu=False) == "litert-int8"
+    faces = np.random.default_rng(3).integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 1))
+    probs = load_classifier(out / "ens", "litert-int8").predict_batch(faces.astype(np.float32))
+    assert np.asarray(probs).shape == (2, len(LABELS))
+
+    # a missing member: a clear error
+    assert reexport.main([str(src_a), str(tmp_path / "nope"), "--models-dir", str(out)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_pair(trained, tmp_path_factory):
+    """The module's tiny run exported twice under other names: two ensemble members."""
+    import shutil
+
+    cfg, report = trained
+    src = Path(cfg.models_dir) / cfg.name
+    root = tmp_path_factory.mktemp("pair")
+    a, b = root / "a", root / "b"
+    shutil.copytree(src, a)
+    shutil.copytree(src, b)
+    return (cfg, report), a, b
