@@ -56,6 +56,30 @@ def test_augmenter_adds_erasing_only_when_asked() -> None:
     assert isinstance(aug.layers[-1], RandomErase) and aug.layers[-1].rate == 0.5
 
 
+def test_random_affine_resamples_once() -> None:
+    from keras import layers
+
+    from training.augment import RandomAffine
+
+    x = _faces(32)
+    np.testing.assert_allclose(np.asarray(RandomAffine(0, 0, 0)(x, training=True)), x, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(RandomAffine()(x, training=False)), x)
+    out = np.asarray(RandomAffine(10, 0.1, 0.1, seed=4)(x, training=True))
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert not np.allclose(out[0], out[1] - x[1] + x[0])  # each image its own transform
+    chained = x
+    for layer in (layers.RandomRotation(10 / 360, fill_mode="reflect", seed=4),
+                  layers.RandomZoom(0.1, fill_mode="reflect", seed=4),
+                  layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=4)):
+        chained = np.asarray(layer(chained, training=True))
+
+    def sharpness(a):
+        return np.abs(np.diff(a, axis=2)).mean()
+
+    # one interpolation keeps more detail than three chained ones
+    assert sharpness(out) > 1.1 * sharpness(chained)
+
+
 # --------------------------------------------------------------------------- label smoothing
 
 def test_smoothed_loss_matches_the_smoothed_target_cross_entropy() -> None:
