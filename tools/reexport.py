@@ -124,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         report["members"] = []
         for src, m, net in zip(args.src, metas, plains):
             wrapped = with_tta(net, cfg.tta_shift) if cfg.tta else net
-            report["members"].append({
-                "source": str(src), "params": int(net.count_params()),
-                "test": {k: evaluate_model(wrapped, ds.test)[k] for k in ("accuracy", "macro_f1")},
-                "val": {k: evaluate_model(wrapped, ds.val)[k] for k in ("accuracy", "macro_f1")},
-                "training": m.get("training") or {}})
+            figures = {}
+            for split in ("test", "val"):  # one evaluation per split
+                r = evaluate_model(wrapped, getattr(ds, split))
+                figures[split] = {k: r[k] for k in ("accuracy", "macro_f1")}
+            report["members"].append({"source": str(src), "params": int(net.count_params()),
+                                      **figures, "training": m.get("training") or {}})
         export_cfg = {**asdict(cfg), "ensemble_command": " ".join(
             ["python tools/reexport.py", *map(str, args.src), "--name", args.name]
             + (["--no-tta"] if not cfg.tta else [])
