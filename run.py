@@ -110,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
         lr_patience=args.lr_patience, resume_lr=args.resume_lr,
         max_minutes=args.max_minutes, balance=args.balance,
-        class_weight_power=args.class_weight_power, seed=args.seed, detect=args.detect,
+        class_weight_power=args.class_weight_power, seed=args.seed, split_seed=args.split_seed,
+        detect=args.detect,
         jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume,
         init=args.init, limit=args.limit,
@@ -132,11 +133,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tf()
     from server.classifier import ModelError, load_classifier
     from training.data import DatasetError
-    from training.evaluate import evaluate_path
+    from training.evaluate import evaluate_path, recorded_split_seed
 
+    seed = args.seed if args.seed is not None else recorded_split_seed(args.model)
     try:
         clf = load_classifier(args.model, args.backend)
-        report = evaluate_path(args.data, clf.predict_batch, split=args.split, detect=args.detect)
+        report = evaluate_path(args.data, clf.predict_batch, split=args.split, detect=args.detect,
+                               seed=seed)
         report.update(model=clf.name, backend=clf.backend)
     except (DatasetError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -237,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=_unit_float, default=0.0,
                    help="label smoothing of the loss, e.g. 0.1 (default 0: off)")
     t.add_argument("--seed", type=int, default=1234)
+    t.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the train/val split (default: --init's recorded one, else "
+                        "--seed)")
     t.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
     t.add_argument("--limit", type=int, default=0, help="use at most N training images")
     t.add_argument("--no-jit", action="store_true", help="disable XLA compilation")
@@ -265,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=str(DEFAULT_MODEL))
     e.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                    help="which split of the dataset (default: its test split)")
+    e.add_argument("--seed", type=int, default=None,
+                   help="seed of the train/val split (default: the one in the model's "
+                        "metadata, else 1234)")
     e.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
     e.add_argument("--backend", default="auto")
     e.add_argument("--json", action="store_true")

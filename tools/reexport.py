@@ -96,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
                   tta_shift=0 if args.no_tta else args.tta_shift)
     if args.data:
         cfg = replace(cfg, data=args.data)
+    # The split the source was validated on (recorded in its metadata), not a fresh one.
+    seeds = {(m.get("dataset") or {}).get("seed", cfg.seed) for m in metas}
+    if len(seeds) > 1:
+        print(f"warning: the members were trained on different data splits (seeds "
+              f"{sorted(seeds)}): each saw some of the others' validation images, so the "
+              "ensemble's val accuracy is optimistic", file=sys.stderr)
+    split_seed = (meta.get("dataset") or {}).get("seed", cfg.seed)
     try:
-        ds = load_dataset(cfg.data, seed=cfg.seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
+        ds = load_dataset(cfg.data, seed=split_seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
     except (OSError, ValueError) as e:
         print(f"error: cannot load the dataset {cfg.data}: {e}", file=sys.stderr)
         return 2

@@ -242,6 +242,20 @@ def _concat(splits: list[Split]) -> Split:
                  sum(s.no_face for s in splits))
 
 
+def recorded_split_seed(model: str | os.PathLike, default: int = 1234) -> int:
+    """The split seed recorded in an exported model's ``metadata.json`` (``dataset.seed``).
+
+    ``val`` and ``train`` depend on it: evaluating a model's ``val`` with another seed mixes in
+    images it was trained on. ``default`` when the model (a folder or a file in one) has none.
+    """
+    path = Path(model)
+    meta = (path if path.is_dir() else path.parent) / "metadata.json"
+    try:
+        return int(json.loads(meta.read_text(encoding="utf-8"))["dataset"]["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234
                  ) -> tuple[Split, str]:
     """The images that ``split`` names in a dataset read by :func:`training.data.read_samples`.

@@ -51,6 +51,8 @@ def train_command(cfg: Any) -> str:
                       ("detect", "--detect")):
         if c.get(key) is not None:
             args += [flag, str(c[key])]
+    if c.get("split_seed") is not None and c.get("split_seed") != c.get("seed"):
+        args += ["--split-seed", str(c["split_seed"])]
     for key, flag in (("max_minutes", "--max-minutes"), ("limit", "--limit")):
         if c.get(key):
             args += [flag, str(c[key])]

@@ -7,7 +7,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,9 @@ class TrainConfig:
     balance: str = "class_weight"
     class_weight_power: float = 0.5
     seed: int = 1234
+    #: Seed of the stratified train/val(/test) split; None = the ``init`` model's recorded split
+    #: seed when there is one (so its validation images stay out of training), else ``seed``.
+    split_seed: int | None = None
     detect: str = "auto"
     jit_compile: bool = True
     #: "float32", or "bfloat16" (Keras mixed precision: bf16 compute, fp32 weights; on CPUs with
@@ -254,6 +257,34 @@ def load_init_weights(model, path: str) -> None:
     log.info("starting from the weights of %s", src)
 
 
+def resolve_split_seed(cfg: TrainConfig) -> int:
+    """The seed of this run's data split (see ``TrainConfig.split_seed``).
+
+    A run that starts from a trained model must split the data as that model's run did:
+    another split would move images the model was validated on into training, and the
+    validation accuracy used to choose checkpoints and models would be inflated.
+    """
+    init_seed = None
+    meta = Path(cfg.init) / "metadata.json" if cfg.init else None
+    if meta is not None and meta.is_file():
+        try:
+            init_seed = json.loads(meta.read_text())["dataset"]["seed"]
+        except (ValueError, KeyError, TypeError):
+            init_seed = None
+    if cfg.split_seed is not None:
+        if init_seed is not None and int(init_seed) != cfg.split_seed:
+            log.warning("--split-seed %d differs from the split seed %d of --init %s: images "
+                        "it was validated on are now training images, so validation accuracy "
+                        "is optimistic", cfg.split_seed, init_seed, cfg.init)
+        return cfg.split_seed
+    if init_seed is not None:
+        if int(init_seed) != cfg.seed:
+            log.info("data split: seed %d, as recorded for --init %s (training seed %d)",
+                     init_seed, cfg.init, cfg.seed)
+        return int(init_seed)
+    return cfg.seed
+
+
 def build_for(cfg: TrainConfig):
     """The model to train: ImageNet VGG16 when asked for and reachable, else from scratch
     (or from ``cfg.init``'s weights)."""
@@ -295,10 +326,12 @@ def _train(cfg: TrainConfig) -> dict:
     import keras
 
     seed_everything(cfg.seed)
+    cfg = replace(cfg, split_seed=resolve_split_seed(cfg))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    ds = load_dataset(cfg.data, seed=cfg.seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
+    ds = load_dataset(cfg.data, seed=cfg.split_seed, detect=cfg.detect,
+                      cache_dir=cfg.cache_dir)
     if cfg.limit and len(ds.train) > cfg.limit:
         # A random subset: a given train/ folder is read class by class, so a prefix would
         # contain only the first classes.

@@ -263,9 +263,13 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
     source, _ = load_keras_model_dir(src)
     inner = next(layer for layer in source.layers if hasattr(layer, "layers"))
     # lr 0: an init run keeps the given weights (only BatchNorm's moving statistics move).
+    # Another training seed: the data split still follows the source's recorded one, so the
+    # images the source was validated on stay out of this run's training data.
     run = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"), epochs=1,
-                  lr=0.0, init=str(src), convert=False)
+                  lr=0.0, init=str(src), convert=False, seed=cfg.seed + 7)
     train(run)
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["seed"] == cfg.seed
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["split_seed"] == cfg.seed
     model, meta = load_keras_model_dir(Path(run.models_dir) / run.name)
     again = next(layer for layer in model.layers if hasattr(layer, "layers"))
     assert len(again.trainable_weights) == len(inner.trainable_weights) > 0
@@ -274,11 +278,25 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
     assert meta["training"]["init"] == str(src)
     card = (Path(run.models_dir) / run.name / "MODEL_CARD.md").read_text()
     assert f"--init {src}" in card and f"started from the weights of `{src}`" in card
+    assert meta["dataset"]["seed"] == cfg.seed and f"--split-seed {cfg.seed}" in card
 
     with pytest.raises(InitModelError, match="no such model file"):
         train(replace(run, init=str(tmp_path / "missing")))
     with pytest.raises(InitModelError, match="--width"):
         train(replace(run, init=str(src), width=0.125))
+
+
+def test_split_seed_is_read_from_a_models_metadata(tmp_path) -> None:
+    from training.evaluate import recorded_split_seed
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "metadata.json").write_text(json.dumps({"dataset": {"seed": 2027}}))
+    assert recorded_split_seed(model) == 2027
+    assert recorded_split_seed(model / "model.keras") == 2027  # a file inside the folder
+    assert recorded_split_seed(tmp_path / "missing") == 1234
+    (model / "metadata.json").write_text("{not json")
+    assert recorded_split_seed(model, default=5) == 5
 
 
 def test_train_cli_bad_init_is_an_error_not_a_traceback(tmp_path, tiny_folder) -> None:
