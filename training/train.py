@@ -326,12 +326,12 @@ def _train(cfg: TrainConfig) -> dict:
     import keras
 
     seed_everything(cfg.seed)
-    cfg = replace(cfg, split_seed=resolve_split_seed(cfg))
+    split_seed = resolve_split_seed(cfg)
+    cfg = replace(cfg, split_seed=split_seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    ds = load_dataset(cfg.data, seed=cfg.split_seed, detect=cfg.detect,
-                      cache_dir=cfg.cache_dir)
+    ds = load_dataset(cfg.data, seed=split_seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
     if cfg.limit and len(ds.train) > cfg.limit:
         # A random subset: a given train/ folder is read class by class, so a prefix would
         # contain only the first classes.
