@@ -135,7 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.data import DatasetError
     from training.evaluate import evaluate_path, recorded_split_seed
 
-    seed = args.seed if args.seed is not None else recorded_split_seed(args.model)
+    recorded = recorded_split_seed(args.model)
+    seed = args.seed if args.seed is not None else 1234 if recorded is None else recorded
     try:
         clf = load_classifier(args.model, args.backend)
         report = evaluate_path(args.data, clf.predict_batch, split=args.split, detect=args.detect,

@@ -242,18 +242,24 @@ def _concat(splits: list[Split]) -> Split:
                  sum(s.no_face for s in splits))
 
 
-def recorded_split_seed(model: str | os.PathLike, default: int = 1234) -> int:
-    """The split seed recorded in an exported model's ``metadata.json`` (``dataset.seed``).
+def recorded_split_seed(model: str | os.PathLike) -> int | None:
+    """The data-split seed recorded for a trained model, or None.
 
-    ``val`` and ``train`` depend on it: evaluating a model's ``val`` with another seed mixes in
-    images it was trained on. ``default`` when the model (a folder or a file in one) has none.
+    ``model`` is an exported folder (its ``metadata.json`` ``dataset.seed``), a training run's
+    folder (its ``split.json``), or a file in either. ``val`` and ``train`` depend on the seed:
+    evaluating a model's ``val`` with another one mixes in images it was trained on.
     """
     path = Path(model)
-    meta = (path if path.is_dir() else path.parent) / "metadata.json"
-    try:
-        return int(json.loads(meta.read_text(encoding="utf-8"))["dataset"]["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return default
+    folder = path if path.is_dir() else path.parent
+    for name, keys in (("metadata.json", ("dataset", "seed")), ("split.json", ("seed",))):
+        try:
+            value: Any = json.loads((folder / name).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value[key]
+            return int(value)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234

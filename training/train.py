@@ -264,24 +264,20 @@ def resolve_split_seed(cfg: TrainConfig) -> int:
     another split would move images the model was validated on into training, and the
     validation accuracy used to choose checkpoints and models would be inflated.
     """
-    init_seed = None
-    meta = Path(cfg.init) / "metadata.json" if cfg.init else None
-    if meta is not None and meta.is_file():
-        try:
-            init_seed = json.loads(meta.read_text())["dataset"]["seed"]
-        except (ValueError, KeyError, TypeError):
-            init_seed = None
+    from training.evaluate import recorded_split_seed
+
+    init_seed = recorded_split_seed(cfg.init) if cfg.init else None
     if cfg.split_seed is not None:
-        if init_seed is not None and int(init_seed) != cfg.split_seed:
+        if init_seed is not None and init_seed != cfg.split_seed:
             log.warning("--split-seed %d differs from the split seed %d of --init %s: images "
                         "it was validated on are now training images, so validation accuracy "
                         "is optimistic", cfg.split_seed, init_seed, cfg.init)
         return cfg.split_seed
     if init_seed is not None:
-        if int(init_seed) != cfg.seed:
+        if init_seed != cfg.seed:
             log.info("data split: seed %d, as recorded for --init %s (training seed %d)",
                      init_seed, cfg.init, cfg.seed)
-        return int(init_seed)
+        return init_seed
     return cfg.seed
 
 

@@ -294,9 +294,13 @@ def test_split_seed_is_read_from_a_models_metadata(tmp_path) -> None:
     (model / "metadata.json").write_text(json.dumps({"dataset": {"seed": 2027}}))
     assert recorded_split_seed(model) == 2027
     assert recorded_split_seed(model / "model.keras") == 2027  # a file inside the folder
-    assert recorded_split_seed(tmp_path / "missing") == 1234
+    assert recorded_split_seed(tmp_path / "missing") is None
     (model / "metadata.json").write_text("{not json")
-    assert recorded_split_seed(model, default=5) == 5
+    assert recorded_split_seed(model) is None
+    run = tmp_path / "run"  # a training run's folder (e.g. --init runs/x/best.keras)
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"split_rule": "x", "seed": 7}))
+    assert recorded_split_seed(run / "best.keras") == 7
 
 
 def test_train_cli_bad_init_is_an_error_not_a_traceback(tmp_path, tiny_folder) -> None:
