@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.augment import AugmentConfig
     from training.data import load_dataset
+    from training.evaluate import evaluate_model, recorded_split_seed
     from training.export import export_model
     from training.model import ensemble, to_float32, with_tta, without_tta
     from training.train import TrainConfig, convert_export, export_candidate
@@ -96,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                   tta_shift=0 if args.no_tta else args.tta_shift)
     if args.data:
         cfg = replace(cfg, data=args.data)
-    # The split the source was validated on (recorded in its metadata), not a fresh one.
-    seeds = {(m.get("dataset") or {}).get("seed", cfg.seed) for m in metas}
-    if len(seeds) > 1:
+    # The split the source was validated on (recorded with it), not a fresh one.
+    seeds = [cfg.seed if s is None else s for s in map(recorded_split_seed, args.src)]
+    if len(set(seeds)) > 1:
         print(f"warning: the members were trained on different data splits (seeds "
-              f"{sorted(seeds)}): each saw some of the others' validation images, so the "
+              f"{sorted(set(seeds))}): each saw some of the others' validation images, so the "
               "ensemble's val accuracy is optimistic", file=sys.stderr)
-    split_seed = (meta.get("dataset") or {}).get("seed", cfg.seed)
+    split_seed = seeds[0]
     try:
         ds = load_dataset(cfg.data, seed=split_seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
     except (OSError, ValueError) as e:
@@ -126,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     model, report = export_candidate(plain, ds, tta=cfg.tta, shift=cfg.tta_shift)
     export_cfg: Any = cfg
     if len(plains) > 1:
-        from training.evaluate import evaluate_model
-
         report["members"] = []
         for src, m, net in zip(args.src, metas, plains):
             wrapped = with_tta(net, cfg.tta_shift) if cfg.tta else net
