@@ -135,7 +135,7 @@ def model_card(meta: dict, report: dict) -> str:
     else:
         how = f"VGG16 (13 conv layers) with BatchNorm, trained from scratch, width x{arch['width']}"
         if arch.get("ensemble"):
-            how = (f"An ensemble of {len(arch['ensemble'])} independently trained VGG16 networks "
+            how = (f"An ensemble of {len(arch['ensemble'])} VGG16 networks "
                    f"(13 conv layers, BatchNorm, from scratch, width x{arch['width']}) whose "
                    "probabilities are averaged")
         elif tr.get("init"):
