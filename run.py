@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""FaceDApps command line: serve (default) | train | evaluate | predict | convert | bench.
+"""FaceDApps command line: serve (default) | train | ensemble | evaluate | predict | convert
+| bench.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -7,11 +8,13 @@ Arguments and environment variables are read here only; everything below gets co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "default"
@@ -61,6 +64,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _quiet_tf()
+    from core.errors import ModelError
     from server.app import ServeError, serve
     from server.config import ServerConfig
 
@@ -81,59 +85,95 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_token=args.access_token or None, insecure_public=args.insecure_public,
         )
         serve(cfg)
-    except (ServeError, ValueError) as exc:  # ValueError: ServerConfig refused a setting
+    except (ServeError, ModelError, ValueError) as exc:  # ValueError: a refused setting
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _unit_float(text: str) -> float:
-    """argparse type: a number in [0, 1)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {v}")
-    return v
+def add_config_args(p: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the dataclass ``cls`` that carries ``help`` metadata (nested
+    config dataclasses included): see ``training.config.flag``."""
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            nested = f.default_factory()  # type: ignore[misc]
+            if dataclasses.is_dataclass(nested):
+                add_config_args(p, type(nested))
+            continue
+        meta = dict(f.metadata)
+        if "help" not in meta:
+            continue
+        name = "--" + f.name.replace("_", "-")
+        opt = meta.pop("flag", None)
+        if isinstance(f.default, bool):
+            action = "store_false" if f.default else "store_true"
+            p.add_argument(opt or (f"--no-{f.name.replace('_', '-')}" if f.default else name),
+                           dest=f.name, action=action, help=meta["help"])
+            continue
+        if "type" not in meta and f.default is not None:
+            meta["type"] = type(f.default)
+        p.add_argument(opt or name, dest=f.name, default=f.default, **meta)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
+    """Build ``cls`` from the flags :func:`add_config_args` made (``fixed`` overrides)."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in fixed:
+            kwargs[f.name] = fixed[f.name]
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            nested = f.default_factory()  # type: ignore[misc]
+            if dataclasses.is_dataclass(nested):
+                kwargs[f.name] = config_from_args(type(nested), args)
+        elif "help" in f.metadata:
+            kwargs[f.name] = getattr(args, f.name)
+    return cls(**kwargs)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from training.augment import AugmentConfig
+    from core.errors import ModelError
+    from training.config import TrainConfig
     from training.data import DatasetError
-    from training.train import InitModelError, TrainConfig, train
+    from training.train import InitModelError, train
 
-    cfg = TrainConfig(
-        data=args.data, out=args.out, name=args.name, models_dir=args.models_dir,
-        weights=None if args.weights == "none" else args.weights, width=args.width,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-        lr_patience=args.lr_patience, resume_lr=args.resume_lr,
-        max_minutes=args.max_minutes, balance=args.balance,
-        class_weight_power=args.class_weight_power, seed=args.seed, split_seed=args.split_seed,
-        detect=args.detect,
-        jit_compile=not args.no_jit, precision=args.precision, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, tta=not args.no_tta, resume=args.resume,
-        init=args.init, limit=args.limit,
-        label_smoothing=args.label_smoothing, tta_shift=args.tta_shift,
-        augment=AugmentConfig(vflip=args.vflip, erase=args.erase), export=not args.no_export,
-        convert=not args.no_convert,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    cfg = config_from_args(TrainConfig, args, verbose=1 if sys.stdout.isatty() else 2)
     try:
         report = train(cfg)
-    except (DatasetError, InitModelError) as exc:
+    except (DatasetError, InitModelError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "macro_f1", "val", "weights")}))
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from core.errors import ModelError
+    from training.data import DatasetError
+    from training.ensemble import EnsembleConfig, export_ensemble
+
+    cfg = EnsembleConfig(
+        sources=tuple(Path(s) for s in args.src), name=args.name,
+        models_dir=Path(args.models_dir), data=args.data, tta=not args.no_tta,
+        tta_shift=args.tta_shift, int8_only=args.int8_only, convert=not args.no_convert,
+        train_minutes=args.train_minutes)
+    try:
+        summary = export_ensemble(cfg)
+    except (ModelError, DatasetError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from server.classifier import ModelError, load_classifier
+    from core.errors import ModelError
+    from core.model_dir import recorded_split_seed
+    from core.runtimes import load_classifier
     from training.data import DatasetError
-    from training.evaluate import evaluate_path, recorded_split_seed
+    from training.evaluate import evaluate_path
 
     recorded = recorded_split_seed(args.model)
     seed = args.seed if args.seed is not None else 1234 if recorded is None else recorded
@@ -158,8 +198,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from server.classifier import ModelError, load_classifier
-    from server.pipeline import FacePipeline, ImageError, decode_image
+    from core.errors import ImageError, ModelError
+    from core.pipeline import FacePipeline, decode_image
+    from core.runtimes import load_classifier
 
     try:
         clf = load_classifier(args.model, args.backend)
@@ -182,7 +223,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from server.classifier import ModelError, load_classifier
+    from core.errors import ModelError
+    from core.runtimes import load_classifier
     from training.convert import convert_model_dir
     from training.data import DatasetError
     from training.evaluate import evaluate_path
@@ -205,7 +247,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from server.bench import main as bench_main
+    from bench.bench import main as bench_main
 
     return bench_main(args)
 
@@ -218,54 +260,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_args(s)
     s.set_defaults(fn=cmd_serve)
 
+    from training.config import TrainConfig
+
     t = sub.add_parser("train", help="train a model and export it into models/")
-    t.add_argument("--data", required=True, help="dataset folder, .zip, or fer2013.csv source")
-    t.add_argument("--out", default="runs/default", help="run folder (checkpoints, logs, plots)")
-    t.add_argument("--name", default="default", help="exported model name under --models-dir")
-    t.add_argument("--models-dir", default=str(ROOT / "models"))
-    t.add_argument("--weights", choices=["none", "imagenet"], default="none")
-    t.add_argument("--width", type=float, default=0.25, help="VGG16 channel width multiplier")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--patience", type=int, default=5, help="EarlyStopping patience")
-    t.add_argument("--lr-patience", type=int, default=2, help="ReduceLROnPlateau patience")
-    t.add_argument("--resume-lr", type=float, default=0.0,
-                   help="with --resume: restart at this learning rate (0: keep)")
-    t.add_argument("--max-minutes", type=float, default=0.0, help="time budget (0: none)")
-    t.add_argument("--balance", choices=["class_weight", "smote", "none"], default="class_weight")
-    t.add_argument("--class-weight-power", type=float, default=0.5)
-    t.add_argument("--vflip", action="store_true", help="also flip vertically (off by default)")
-    t.add_argument("--erase", type=_unit_float, default=0.0,
-                   help="random erasing: probability per training image (default 0: off)")
-    t.add_argument("--label-smoothing", type=_unit_float, default=0.0,
-                   help="label smoothing of the loss, e.g. 0.1 (default 0: off)")
-    t.add_argument("--seed", type=int, default=1234)
-    t.add_argument("--split-seed", type=int, default=None,
-                   help="seed of the train/val split (default: --init's recorded one, else "
-                        "--seed)")
-    t.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
-    t.add_argument("--limit", type=int, default=0, help="use at most N training images")
-    t.add_argument("--no-jit", action="store_true", help="disable XLA compilation")
-    t.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                   help="bfloat16: mixed precision (fast on CPUs with AMX; use with --no-jit)")
-    t.add_argument("--schedule", choices=["plateau", "cosine"], default="plateau",
-                   help="learning rate: ReduceLROnPlateau, or cosine decay over --epochs / "
-                        "--max-minutes")
-    t.add_argument("--warmup-epochs", type=int, default=1, help="cosine: linear warm-up epochs")
-    t.add_argument("--no-tta", action="store_true",
-                   help="export the plain model (default: averaged with the mirror image)")
-    t.add_argument("--tta-shift", type=int, choices=range(0, 9), default=0, metavar="PIXELS",
-                   help="also average over the mirror pair shifted this many pixels in 4 "
-                        "directions (10 views; default 0: mirror only)")
-    t.add_argument("--no-export", action="store_true")
-    t.add_argument("--no-convert", action="store_true",
-                   help="export model.keras only (default: also the LiteRT fp32/int8 copies)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
-    t.add_argument("--init", default="",
-                   help="start from this trained model's weights (models/NAME or a .keras "
-                        "file, same --width), e.g. for a second cosine cycle")
-    t.set_defaults(fn=cmd_train)
+    add_config_args(t, TrainConfig)
+    t.set_defaults(fn=cmd_train, models_dir=str(ROOT / "models"))
+
+    en = sub.add_parser("ensemble", help="re-export model folders: one model, or the ensemble "
+                        "of several (probabilities averaged)")
+    en.add_argument("src", nargs="+", help="model folders (model.keras + metadata.json)")
+    en.add_argument("--name", default="default", help="exported folder name (models/NAME)")
+    en.add_argument("--models-dir", default=str(ROOT / "models"))
+    en.add_argument("--data", default=None, help="dataset (default: the one in metadata.json)")
+    en.add_argument("--no-tta", action="store_true", help="export without test-time averaging")
+    en.add_argument("--tta-shift", type=int, choices=range(0, 9), default=0, metavar="PIXELS",
+                    help="also average over the mirror pair shifted this many pixels in 4 "
+                         "directions (10 views; default 0: mirror only)")
+    en.add_argument("--int8-only", action="store_true",
+                    help="convert to LiteRT int8 only, no fp32 copy (keeps an ensemble small)")
+    en.add_argument("--no-convert", action="store_true",
+                    help="skip the LiteRT fp32/int8 copies (default: written and evaluated)")
+    en.add_argument("--train-minutes", type=float, default=None,
+                    help="training time to record (default: the sources' recorded minutes)")
+    en.set_defaults(fn=cmd_ensemble)
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset")
     e.add_argument("--data", required=True)

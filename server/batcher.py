@@ -5,7 +5,8 @@ the batch holds ``max_batch_size`` faces or ``max_wait_ms`` has passed since tha
 whichever comes first; it then runs the predictor once in the executor. A request's faces are
 never split across batches (a request larger than ``max_batch_size`` runs alone). If the
 predictor raises, or returns the wrong number of rows, every request of that batch fails with
-the exception and the batcher carries on with the next batch.
+the exception and the batcher carries on with the next batch. At most ``max_queue`` faces wait
+(queued, not yet running); beyond that ``submit`` raises BusyError at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from server.errors import SHUTTING_DOWN, BusyError
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +42,22 @@ class Batcher:
 
     def __init__(self, predict: Predictor, executor: Executor | None,
                  max_batch_size: int = 16, max_wait_ms: float = 4.0,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None,
+                 max_queue: int = 1024) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
         self.predict = predict
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.on_batch = on_batch
+        self.max_queue = max_queue
+        #: Faces submitted and not yet taken into a running batch.
+        self.queued = 0
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._pending: _Request | None = None
@@ -60,19 +69,21 @@ class Batcher:
 
     async def stop(self) -> None:
         """Cancel the batch task and fail whatever is still queued."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # Wait without catching: a cancellation of the caller itself still propagates.
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                log.error("batcher task failed", exc_info=task.exception())
         leftovers = [self._pending] if self._pending else []
+        self._pending = None
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
+        self.queued = 0
         for r in leftovers:
             if r is not None and not r.future.done():
-                r.future.set_exception(RuntimeError("server shutting down"))
+                r.future.set_exception(RuntimeError(SHUTTING_DOWN))
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """Classify ``x`` (``(k, ...)``); returns the predictor's ``k`` output rows."""
@@ -80,7 +91,10 @@ class Batcher:
             return np.zeros((0,), np.float32)
         if self._task is None:
             raise RuntimeError("batcher is not running")
+        if self.queued and self.queued + len(x) > self.max_queue:  # one big request may run
+            raise BusyError("server busy: too many faces waiting for the classifier")
         fut = asyncio.get_running_loop().create_future()
+        self.queued += len(x)
         self._queue.put_nowait(_Request(x, fut))
         return await fut
 
@@ -111,6 +125,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
+            self.queued -= sum(len(r.x) for r in batch)
             live = [r for r in batch if not r.future.done()]  # callers may have gone away
             if not live:
                 continue
@@ -123,7 +138,7 @@ class Batcher:
             except asyncio.CancelledError:
                 for r in live:
                     if not r.future.done():
-                        r.future.set_exception(RuntimeError("server shutting down"))
+                        r.future.set_exception(RuntimeError(SHUTTING_DOWN))
                 raise
             except Exception as exc:  # top of the task: fail the callers, keep serving
                 log.exception("batch of %d failed", len(x))

@@ -14,7 +14,7 @@ class ServerConfig:
     port: int = 8080
     #: Model folder (``model.keras`` + ``metadata.json``), as written by ``run.py train``.
     model_dir: str = "models/default"
-    #: Classifier backend: ``auto`` or a name from ``server.classifier.BACKENDS``.
+    #: Classifier backend: ``auto`` or a name from ``core.runtimes.BACKENDS``.
     backend: str = "auto"
     #: Sessions at once (WebRTC peers + WebSocket streams); beyond it ``/offer`` answers 503.
     max_sessions: int = 16
@@ -24,6 +24,11 @@ class ServerConfig:
     max_batch_size: int = 8
     #: Batcher: longest a face waits for others to join its batch, in milliseconds.
     max_wait_ms: float = 0.0
+    #: Batcher: most faces waiting for the classifier; beyond it a frame or upload is refused
+    #: (a per-frame error, or 503) instead of queued without bound.
+    max_queued_faces: int = 256
+    #: ``POST /api/predict`` requests in progress at once; beyond it the answer is 503.
+    max_predict_concurrency: int = 4
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
     #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see :func:`infer_threads_for`).
@@ -50,7 +55,8 @@ class ServerConfig:
     max_messages_per_s: float = 60.0
     #: Origins allowed on /offer and WebSocket upgrades besides the server's own host.
     allowed_origins: tuple[str, ...] = ()
-    #: Optional access token required on /offer and WebSockets (``?token=`` or header).
+    #: Optional access token required on every route but the page, /config and /healthz
+    #: (``?token=`` or the ``X-Access-Token`` header); see ``server.access``.
     access_token: str | None = None
     #: Directory of the browser client.
     client_dir: str = field(
@@ -79,6 +85,8 @@ class ServerConfig:
             raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")
+        if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:
+            raise ValueError("max_queued_faces and max_predict_concurrency must be >= 1")
 
 
 def infer_threads_for(cfg: ServerConfig) -> int:
@@ -91,3 +99,8 @@ def infer_threads_for(cfg: ServerConfig) -> int:
     latency tail was also shorter. Batching across clients keeps one thread busy.
     """
     return cfg.infer_threads or 1
+
+
+def detect_workers_for(cfg: ServerConfig) -> int:
+    """Threads for frame conversion + face detection: ``cfg.detect_workers``, else one per core."""
+    return cfg.detect_workers or max(1, os.cpu_count() or 1)

@@ -1,21 +1,37 @@
-"""The few named errors of the server."""
+"""The few named errors of the server, and the small vocabulary clients see.
+
+Clients never get raw exception text: :func:`client_message` turns an exception into one of a
+few fixed messages (or the message of one of our own errors, which are written for clients).
+"""
+
+from __future__ import annotations
+
+from core.errors import ImageError, ModelError
 
 
 class ServeError(RuntimeError):
     """The server cannot start (bad configuration, missing model, port in use)."""
 
 
-class ModelError(ServeError):
-    """A model folder is missing, incomplete or unreadable."""
-
-
-class ImageError(ValueError):
-    """An uploaded or streamed image is not a usable JPEG/PNG."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class CapacityError(RuntimeError):
-    """No room for another session."""
+    """No room for another session, upload or frame right now (HTTP 503)."""
+
+
+class BusyError(CapacityError):
+    """The classifier queue is full: the work is refused instead of queued without bound."""
+
+
+#: What a client is told when something of ours fails, by kind.
+INTERNAL = "internal error; the frame was not processed"
+SHUTTING_DOWN = "server shutting down"
+
+
+def client_message(exc: BaseException) -> str:
+    """The text a client may see for ``exc``: our own errors' messages, else a fixed one."""
+    if isinstance(exc, (ImageError, CapacityError)):
+        return str(exc)
+    return INTERNAL
+
+
+__all__ = ["BusyError", "CapacityError", "ImageError", "ModelError", "ServeError",
+           "client_message", "INTERNAL", "SHUTTING_DOWN"]

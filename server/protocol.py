@@ -1,29 +1,13 @@
-"""The result message (one schema for the data channel, ``/ws`` and ``/ws/stream``)."""
+"""The result message (one schema for the data channel, ``/ws`` and ``/ws/stream``) and the
+other small messages; the face objects come from ``core.pipeline.face_dict``."""
 
 from __future__ import annotations
 
 import json
-from typing import Sequence
 
-import numpy as np
+from core.pipeline import face_dict
 
-from training.preprocess import LABELS
-
-
-def face_dict(face_id: int | None, box: Sequence[int], smoothed: np.ndarray,
-              probs: np.ndarray) -> dict:
-    """One face: ``label``/``score`` from ``smoothed``, ``scores`` from this frame's ``probs``."""
-    k = int(np.argmax(smoothed))
-    d: dict = {}
-    if face_id is not None:
-        d["id"] = int(face_id)
-    d.update({
-        "box": [int(v) for v in box],
-        "label": LABELS[k],
-        "score": round(float(smoothed[k]), 4),
-        "scores": {lab: round(float(p), 4) for lab, p in zip(LABELS, probs)},
-    })
-    return d
+__all__ = ["dumps", "error_message", "face_dict", "hello_message", "result_message"]
 
 
 def result_message(session: str, frame: int, width: int, height: int, latency_ms: float,
@@ -31,6 +15,12 @@ def result_message(session: str, frame: int, width: int, height: int, latency_ms
     """The interface's result message."""
     return {"type": "result", "session": session, "frame": int(frame), "width": int(width),
             "height": int(height), "latency_ms": round(float(latency_ms), 2), "faces": faces}
+
+
+def hello_message(session: str | None = None) -> dict:
+    """First message on a WebSocket: the stream's session, or (on ``/ws``) that the
+    subscription is live, so a client knows no result published from now on is missed."""
+    return {"type": "hello", "session": session}
 
 
 def dumps(msg: dict) -> str:

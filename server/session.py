@@ -1,7 +1,7 @@
 """One client's frames: latest frame wins, at most one in flight, results to its sinks.
 
-Transport-agnostic: WebRTC sessions feed decoded ``av.VideoFrame``s, WebSocket stream sessions
-feed JPEG bytes; ``to_bgr`` turns the kept frame into an array in an executor thread, so only
+Transport-agnostic: WebRTC peers feed decoded ``av.VideoFrame``s, WebSocket stream peers feed
+JPEG bytes; ``to_bgr`` turns the kept frame into an array in an executor thread, so only
 frames that get processed are ever converted.
 """
 
@@ -10,41 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor
 from typing import Any, Awaitable, Callable
 
-import numpy as np
-
-from server.batcher import Batcher, BatcherGroup
-from server.metrics import Metrics
-from server.pipeline import FacePipeline, FrameFaces
-from server.protocol import face_dict, result_message
+from core.errors import ImageError
+from core.pipeline import face_dict
+from core.preprocess import LABELS
+from server.engine import Engine
+from server.errors import CapacityError, client_message
+from server.protocol import result_message
 from server.timeline import Timeline
 from server.tracker import FaceTracker
-from training.preprocess import LABELS
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[dict], Awaitable[None] | None]
-
-
-class Engine:
-    """Shared per-app processing: detection pool, batcher, metrics, result feed."""
-
-    def __init__(self, pipeline: FacePipeline, executor: Executor, batcher: Batcher | BatcherGroup,
-                 metrics: Metrics, publish: Callable[[dict], None]) -> None:
-        self.pipeline = pipeline
-        self.executor = executor
-        self.batcher = batcher
-        self.metrics = metrics
-        self.publish = publish
-
-    def _faces(self, to_bgr: Callable[[Any], Any], frame: Any) -> FrameFaces:
-        return self.pipeline.faces(to_bgr(frame))
-
-    async def detect(self, to_bgr: Callable[[Any], Any], frame: Any) -> FrameFaces:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._faces, to_bgr, frame)
 
 
 class FrameSession:
@@ -96,21 +75,21 @@ class FrameSession:
                 msg = await self.process(frame, no, arrived)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # one frame failed: tell the client, keep the session
                 self.engine.metrics.errors.labels("frame").inc()
-                log.warning("session %s: frame %d failed: %s", self.sid, no, exc)
+                if isinstance(exc, (ImageError, CapacityError)):
+                    log.info("session %s: frame %d refused: %s", self.sid, no, exc)
+                else:
+                    log.exception("session %s: frame %d failed", self.sid, no)
                 await self._emit({"type": "error", "session": self.sid, "frame": no,
-                                  "error": str(exc)}, publish=False)
+                                  "error": client_message(exc)}, publish=False)
                 continue
             await self._emit(msg)
 
     async def process(self, frame: Any, no: int, arrived: float) -> dict:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame)
-        if ff.boxes:
-            probs = await self.engine.batcher.submit(ff.batch)
-        else:
-            probs = np.zeros((0, len(LABELS)), np.float32)
+        probs = await self.engine.classify(ff)
         tracked = self.tracker.update(time.monotonic(), ff.boxes, probs)
         faces = []
         for tf, p in zip(tracked, probs):
@@ -130,17 +109,18 @@ class FrameSession:
                 r = sink(msg)
                 if asyncio.iscoroutine(r):
                     await r
-            except Exception as exc:  # a late send to a closing channel must not kill us
+            except (ConnectionError, RuntimeError) as exc:  # a late send to a closing channel
                 log.debug("session %s: send failed: %s", self.sid, exc)
         if publish:
             self.engine.publish(msg)
 
     async def close(self) -> None:
+        """Stop processing; idempotent. A cancellation of the caller still propagates."""
         self.closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: processing task failed", self.sid, exc_info=task.exception())

@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.preprocess import INPUT_SIZE, LABELS
+from bench.face_video import face_frame  # noqa: F401  # re-exported for the tests
+from core.preprocess import INPUT_SIZE, LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = ROOT / "tests" / "fixtures" / "faces"
@@ -55,17 +56,6 @@ class FakeClassifier:
 def face_images() -> list[np.ndarray]:
     """The fixture FER2013 faces (48x48 gray)."""
     return [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(FACES_DIR.glob("*.jpg"))]
-
-
-def face_frame(i: int = 0, x: int = 220, y: int = 120, side: int = 200,
-               size: tuple[int, int] = (640, 480)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """A BGR frame with one upscaled real face at ``(x, y)``; returns the frame and face box."""
-    faces = face_images()
-    w, h = size
-    frame = np.full((h, w, 3), 128, np.uint8)
-    face = cv2.resize(faces[i % len(faces)], (side, side), interpolation=cv2.INTER_CUBIC)
-    frame[y : y + side, x : x + side] = face[..., None]
-    return frame, (x, y, side, side)
 
 
 def iou(a, b) -> float:

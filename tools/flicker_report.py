@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measure label flicker and reaction delay of the tracker's smoothing on the real pipeline.
 
-Runs BlazeFace (``training.faces``), the shared preprocessing (``training.preprocess``) and the
+Runs BlazeFace (``core.faces``), the shared preprocessing (``core.preprocess``) and the
 trained classifier over a video, or by default over a synthetic sequence of real FER2013 faces
 (validation split) upscaled onto a 640x480 canvas, drifting slowly, with camera-like noise
 (position/size jitter, brightness drift, sensor noise, JPEG artefacts). Each face holds one
@@ -82,16 +82,16 @@ def resolve_model(arg: str | None) -> Path:
 
 class Classifier:
     """Face crops -> ``(N, len(labels))`` probabilities. A model folder loads through
-    ``server.classifier`` (the backend the server would use, e.g. LiteRT int8); a bare
+    ``core.runtimes`` (the backend the server would use, e.g. LiteRT int8); a bare
     ``.keras`` file loads with Keras."""
 
     def __init__(self, path: Path, threads: int, backend: str = "auto") -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from training.preprocess import LABELS
+        from core.preprocess import LABELS
 
         self.labels: tuple[str, ...] = LABELS
         if path.is_dir():
-            from server.classifier import load_classifier
+            from core.runtimes import load_classifier
             from server.errors import ModelError
 
             try:
@@ -119,7 +119,7 @@ class Classifier:
         self._predict = lambda x: np.asarray(model.predict(x, batch_size=64, verbose=0))
 
     def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
-        from training.preprocess import to_batch
+        from core.preprocess import to_batch
 
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
@@ -235,7 +235,7 @@ def pick_images(cfg: Synth, detector, classify: Classifier, labels: tuple[str, .
     """Per face slot, ``segments`` (class, image) pairs: consecutive classes differ, and each
     image is detected when rendered and classified as its class by the model where possible
     (otherwise a switch would not be a switch for this model)."""
-    from training.preprocess import crop_face
+    from core.preprocess import crop_face
 
     rng = np.random.default_rng(cfg.seed)
     if not cfg.data.exists():
@@ -339,7 +339,7 @@ class Observed:
 
 def observe(frames: Iterator[Frame], detector, classify: Classifier, n_labels: int
             ) -> list[Observed]:
-    from training.preprocess import crop_face
+    from core.preprocess import crop_face
 
     obs: list[Observed] = []
     crops: list[np.ndarray] = []
@@ -593,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, model_path: Path, grid: list[tuple[float, float]]) -> int:
+    from core.faces import FaceDetector
     from server.tracker import DEFAULT_HYSTERESIS, DEFAULT_SMOOTHING_S
-    from training.faces import FaceDetector
 
     classify = Classifier(model_path, args.threads, args.backend)
     labels = classify.labels

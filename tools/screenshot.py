@@ -3,7 +3,7 @@
     python tools/screenshot.py [--model models/default] [--out docs/screenshot.png]
 
 Serves the model on 127.0.0.1 (free port), plays real FER2013 faces through Chromium's fake
-camera (tools/make_face_video.py), clicks Start, waits for live results and saves the page.
+camera (bench/face_video.py), clicks Start, waits for live results and saves the page.
 Needs Debian's chromium (`apt-get install -y chromium`) and playwright (test extras).
 """
 
@@ -19,11 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench.face_video import make_video  # noqa: E402
+from core.runtimes import load_classifier  # noqa: E402
 from server.app import create_app  # noqa: E402
-from server.classifier import load_classifier  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 from tests.browser.test_browser import CHROMIUM, ServerThread  # noqa: E402
-from tools.make_face_video import make_video  # noqa: E402
 
 
 def main() -> int:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import numpy as np
 from keras import layers
 
+from training.config import AugmentConfig
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """What augmentation applies to training batches."""
-
-    hflip: bool = True
-    #: Off by default: upside-down faces do not occur in a webcam feed (see the model card).
-    vflip: bool = False
-    zoom: float = 0.1
-    shift: float = 0.1
-    rotation_deg: float = 10.0
-    brightness: float = 0.2
-    #: Random erasing (Zhong et al. 2017): the probability that one random rectangle (2-25% of
-    #: the image, aspect 0.3-3.3) of a training image is replaced by noise; 0 = off.
-    erase: float = 0.0
+__all__ = ["AugmentConfig", "build_augmenter", "RandomAffine", "RandomErase"]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:

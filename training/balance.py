@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.preprocess import LABELS
+from core.preprocess import LABELS
 
 
 def class_weights(y: np.ndarray, power: float = 1.0) -> dict[int, float]:

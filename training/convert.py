@@ -8,7 +8,7 @@
 
 and lists them in ``metadata.json`` ``files`` (``tflite_fp32``, ``tflite_int8``), leaving every
 other key as it was. Given an ``evaluate`` function it also records each backend's measured
-accuracy under ``metrics.backends``, which ``server.classifier.choose_backend`` reads to decide
+accuracy under ``metrics.backends``, which ``core.runtimes.choose_backend`` reads to decide
 whether int8 is accurate enough. Files are written to a temporary name and renamed.
 """
 
@@ -16,41 +16,30 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from core.model_dir import (
+    LITERT_ARTIFACTS,
+    keras_path,
+    load_keras,
+    read_meta,
+    update_metadata,
+    write_atomic,
+)
+
 log = logging.getLogger(__name__)
 
-#: ``quantize`` mode -> (file name, metadata ``files`` key, server backend name).
-ARTIFACTS: dict[str, tuple[str, str, str]] = {
-    "none": ("model_fp32.tflite", "tflite_fp32", "litert-fp32"),
-    "dynamic": ("model_int8.tflite", "tflite_int8", "litert-int8"),
-}
-METADATA_FILE = "metadata.json"
+#: ``quantize`` mode -> (file name, metadata ``files`` key, runtime backend name).
+ARTIFACTS = LITERT_ARTIFACTS
 #: Report keys copied into ``metrics.backends.<backend>``.
 REPORT_KEYS = ("accuracy", "macro_f1", "n", "split")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _load_keras(model: Any) -> Any:
-    if isinstance(model, (str, os.PathLike)):
-        import keras
-
-        import training.model  # noqa: F401  # registers the layers exported models use
-
-        return keras.models.load_model(model, compile=False)
-    return model
+    return load_keras(model) if isinstance(model, (str, os.PathLike)) else model
 
 
 def export_tflite(model: Any, out_path: str | os.PathLike, quantize: str = "none") -> Path:
@@ -74,23 +63,9 @@ def export_tflite(model: Any, out_path: str | os.PathLike, quantize: str = "none
     log.debug("converter output: %s", noise.getvalue())
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, data)
+    write_atomic(out, data)
     log.info("wrote %s (%s, %.1f KiB)", out, quantize, len(data) / 1024)
     return out
-
-
-def _read_meta(model_dir: Path) -> dict:
-    path = model_dir / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no model at {model_dir} (missing {METADATA_FILE}); "
-                                f"train one with `python run.py train --data PATH`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_meta(model_dir: Path, meta: dict) -> None:
-    text = json.dumps(meta, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist")
-                      else str(o))
-    _write_atomic(model_dir / METADATA_FILE, (text + "\n").encode("utf-8"))
 
 
 def convert_model_dir(model_dir: str | os.PathLike,
@@ -104,22 +79,17 @@ def convert_model_dir(model_dir: str | os.PathLike,
     ``metadata["metrics"]["backends"][backend]``. Returns the new metadata.
     """
     d = Path(model_dir)
-    meta = _read_meta(d)
+    read_meta(d)
     for q in quantize_modes:
         if q not in ARTIFACTS:
             raise ValueError(f"quantize must be one of {', '.join(ARTIFACTS)}, not {q!r}")
-    keras_file = d / str((meta.get("files") or {}).get("keras", "model.keras"))
-    if not keras_file.is_file():
-        raise FileNotFoundError(f"{keras_file}: model file missing")
-    model = _load_keras(keras_file)
+    model = load_keras(keras_path(d))
     written = {}
     for q in quantize_modes:
         fname, key, _ = ARTIFACTS[q]
         export_tflite(model, d / fname, q)
         written[key] = fname
-    meta = _read_meta(d)  # re-read: only our keys change
-    meta.setdefault("files", {}).update(written)
-    _write_meta(d, meta)
+    meta = update_metadata(d, lambda m: m.setdefault("files", {}).update(written))
     if evaluate is None:
         return meta
     return record_metrics(d, evaluate, ["keras"] + [ARTIFACTS[q][2] for q in quantize_modes])
@@ -136,10 +106,9 @@ def record_metrics(model_dir: str | os.PathLike, evaluate: Callable[[str], Mappi
         report = evaluate(backend)
         results[backend] = {k: report[k] for k in REPORT_KEYS if k in report}
         log.info("%s: %s accuracy %.4f", d, backend, float(report.get("accuracy", float("nan"))))
-    meta = _read_meta(d)
-    metrics = meta.get("metrics")
-    if not isinstance(metrics, dict):
-        metrics = meta["metrics"] = {}
-    metrics.setdefault("backends", {}).update(results)
-    _write_meta(d, meta)
-    return meta
+    def change(meta: dict) -> None:
+        if not isinstance(meta.get("metrics"), dict):
+            meta["metrics"] = {}
+        meta["metrics"].setdefault("backends", {}).update(results)
+
+    return update_metadata(d, change)

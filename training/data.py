@@ -1,7 +1,7 @@
 """Datasets: image folders (optionally split), FER2013 ``fer2013.csv``, or a .zip of either.
 
 Everything is read in place (a zip is never extracted). Images become preprocessed uint8 face
-crops (``training.preprocess``); larger images go through face detection first.
+crops (``core.preprocess``); larger images go through face detection first.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training.preprocess import INPUT_SIZE, LABELS, is_face_crop, preprocess_face
+from core.pipeline import FacePipeline
+from core.preprocess import INPUT_SIZE, LABELS, preprocess_face
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ def read_samples(
         raise DatasetError(f"--detect must be auto, always or never, not {detect!r}")
     groups: dict[str | None, tuple[list[np.ndarray], list[int], list[int]]] = {}
     csv_found = False
-    if detect != "never" and detector is None:
-        detector = _LazyDetector()  # one detector for the whole dataset, made on first use
+    # One pipeline for the whole dataset; its detector is made when an image first needs it.
+    pipeline = FacePipeline(detector)  # type: ignore[arg-type]
     for rel, read in _iter_entries(path):
         if rel.name.lower().endswith(".csv") and "fer2013" in rel.name.lower():
             csv_found = True
@@ -132,7 +133,7 @@ def read_samples(
         g = groups.setdefault(split, ([], [], [0]))
         if img is None:
             continue
-        face = face_from_image(img, detect, detector)
+        face = pipeline.largest_crop(img, detect)
         if face is None:
             g[2][0] += 1
             continue
@@ -148,44 +149,6 @@ def read_samples(
         x = np.stack(xs) if xs else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
         out[split] = Split(x, np.asarray(ys, np.int64), nf[0])
     return out
-
-
-class _LazyDetector:
-    """Creates the BlazeFace detector only when an image actually needs detection."""
-
-    def __init__(self) -> None:
-        self._det: object | None = None
-
-    def detect(self, bgr: np.ndarray) -> list:
-        if self._det is None:
-            from training.faces import FaceDetector
-
-            self._det = FaceDetector()
-        return self._det.detect(bgr)  # type: ignore[attr-defined]
-
-
-def face_from_image(img: np.ndarray, detect: str = "auto", detector: object | None = None
-                    ) -> np.ndarray | None:
-    """Preprocessed crop of the largest face (or of the whole image if it is a face crop)."""
-    if detect == "never" or (detect == "auto" and is_face_crop(img)):
-        return preprocess_face(img)
-    if detector is None:
-        from training.faces import FaceDetector
-
-        detector = FaceDetector()
-    from training.preprocess import crop_face, to_gray
-
-    if img.ndim == 3 and img.shape[2] == 3:
-        bgr = img
-    elif img.ndim == 3 and img.shape[2] == 4:
-        bgr = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    else:
-        bgr = cv2.cvtColor(to_gray(img), cv2.COLOR_GRAY2BGR)
-    boxes = detector.detect(bgr)  # type: ignore[attr-defined]
-    if not boxes:
-        return None
-    best = max(boxes, key=lambda d: d.box[2] * d.box[3])
-    return crop_face(bgr, best.box)
 
 
 def _read_fer_csv(data: bytes) -> Iterator[tuple[str | None, np.ndarray, int]]:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from core.model_dir import load_keras, read_metadata
+from core.preprocess import INPUT_SIZE, LABELS
 from training.data import DatasetError, Split
-from training.preprocess import INPUT_SIZE, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def predict_probs(model_or_fn: Predictor, x_uint8: np.ndarray, batch_size: int =
     """Class probabilities ``(N, 7)`` float32 for uint8 crops ``(N, S, S)``.
 
     The model sees float32 ``(n, S, S, 1)`` pixels in 0..255 (like
-    :func:`training.preprocess.to_batch`), ``batch_size`` at a time. A Keras model is run with
+    :func:`core.preprocess.to_batch`), ``batch_size`` at a time. A Keras model is run with
     ``predict_on_batch`` and its last batch is zero-padded to the same size, so it is traced
     (and XLA-compiled) for one shape only; a plain callable gets the batches as they are.
     """
@@ -205,33 +206,12 @@ def save_report(report: dict, out_dir: Path, history_csv: Path | None = None) ->
 def load_keras_model_dir(model_dir: str | os.PathLike) -> tuple[Any, dict]:
     """Load an exported model folder (``metadata.json`` + its Keras file), or a ``.keras`` file.
 
-    Returns ``(keras.Model, metadata)`` (metadata is ``{}`` for a bare ``.keras`` file).
-    Raises FileNotFoundError when there is no model, ValueError when its metadata is unusable.
+    Returns ``(keras.Model, metadata)`` (metadata is ``{}`` for a bare ``.keras`` file);
+    ModelError when there is no usable model.
     """
     p = Path(model_dir)
-    missing = f"no model at {p}: train one with `python run.py train --data ...`"
-    if p.is_file() and p.suffix == ".keras":
-        keras_file, meta = p, {}
-    else:
-        meta_path = p / "metadata.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(missing)
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{meta_path}: unreadable metadata ({exc})") from exc
-        labels = meta.get("labels")
-        if labels is not None and list(labels) != list(LABELS):
-            raise ValueError(f"{meta_path}: labels {labels} differ from {list(LABELS)}")
-        keras_file = p / str((meta.get("files") or {}).get("keras", "model.keras"))
-        if not keras_file.is_file():
-            raise FileNotFoundError(f"{missing} ({keras_file.name} is missing)")
-    import keras
-
-    import training.model  # noqa: F401  # registers the layers exported models use
-
-    model = keras.models.load_model(keras_file, compile=False)
-    return model, meta
+    meta = {} if p.suffix == ".keras" else read_metadata(p)
+    return load_keras(p), meta
 
 
 def _concat(splits: list[Split]) -> Split:
@@ -240,26 +220,6 @@ def _concat(splits: list[Split]) -> Split:
         return Split(np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8), np.zeros(0, np.int64))
     return Split(np.concatenate([s.x for s in splits]), np.concatenate([s.y for s in splits]),
                  sum(s.no_face for s in splits))
-
-
-def recorded_split_seed(model: str | os.PathLike) -> int | None:
-    """The data-split seed recorded for a trained model, or None.
-
-    ``model`` is an exported folder (its ``metadata.json`` ``dataset.seed``), a training run's
-    folder (its ``split.json``), or a file in either. ``val`` and ``train`` depend on the seed:
-    evaluating a model's ``val`` with another one mixes in images it was trained on.
-    """
-    path = Path(model)
-    folder = path if path.is_dir() else path.parent
-    for name, keys in (("metadata.json", ("dataset", "seed")), ("split.json", ("seed",))):
-        try:
-            value: Any = json.loads((folder / name).read_text(encoding="utf-8"))
-            for key in keys:
-                value = value[key]
-            return int(value)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return None
 
 
 def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234

@@ -17,15 +17,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from training import preprocess
-from training.preprocess import CROP_MARGIN, INPUT_SIZE, LABELS, MEDIAN_KERNEL
+from core import preprocess
+from core.model_dir import (
+    CARD_FILE,
+    FORMAT_VERSION,
+    KERAS_FILE,
+    METADATA_FILE,
+    listed_files,
+    metadata_text,
+)
+from core.preprocess import CROP_MARGIN, INPUT_SIZE, LABELS, MEDIAN_KERNEL
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-KERAS_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
-CARD_FILE = "MODEL_CARD.md"
 DETECTOR = "blazeface-short-range"
 
 
@@ -108,15 +112,9 @@ def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: di
                              ("accuracy", "macro_f1", "per_class", "confusion", "n")},
                     "val": report.get("val"),
                     "without_tta": report.get("without_tta")},
+        "train_minutes": report.get("train_minutes"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _json_default(o: Any) -> Any:
-    """NumPy scalars and arrays (and anything else, as text) for ``json.dumps``."""
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -266,15 +264,6 @@ def _remove_stale_temps(model_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _listed_files(meta_path: Path) -> set[str]:
-    """File names that an existing ``metadata.json`` lists under ``files`` (plain names only)."""
-    try:
-        files = json.loads(meta_path.read_text(encoding="utf-8")).get("files") or {}
-    except (OSError, ValueError, AttributeError):
-        return set()
-    return {str(v) for v in files.values() if isinstance(v, str) and Path(v).name == v}
-
-
 def export_model(model: Any, model_dir: Path, cfg: Any, split_info: dict, report: dict) -> Path:
     """Write ``model.keras``, ``MODEL_CARD.md`` and ``metadata.json`` into ``model_dir``.
 
@@ -290,7 +279,7 @@ def export_model(model: Any, model_dir: Path, cfg: Any, split_info: dict, report
     _remove_stale_temps(model_dir)
     meta = build_metadata(model, model_dir.name, cfg, split_info, report)
     card = model_card(meta, report)
-    stale = _listed_files(model_dir / METADATA_FILE) - {KERAS_FILE}
+    stale = listed_files(model_dir) - {KERAS_FILE}
     tag = os.getpid()
     tmps = [model_dir / f".model.{tag}.tmp.keras", model_dir / f".{CARD_FILE}.{tag}.tmp",
             model_dir / f".{METADATA_FILE}.{tag}.tmp"]
@@ -300,8 +289,7 @@ def export_model(model: Any, model_dir: Path, cfg: Any, split_info: dict, report
         serving.set_weights(model.get_weights())
         keras.saving.save_model(serving, tmps[0])
         tmps[1].write_text(card, encoding="utf-8")
-        tmps[2].write_text(json.dumps(meta, indent=2, default=_json_default) + "\n",
-                           encoding="utf-8")
+        tmps[2].write_text(metadata_text(meta), encoding="utf-8")
         os.replace(tmps[0], model_dir / KERAS_FILE)
         os.replace(tmps[1], model_dir / CARD_FILE)
         os.replace(tmps[2], model_dir / METADATA_FILE)

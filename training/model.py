@@ -7,7 +7,8 @@ import logging
 import keras
 from keras import layers
 
-from training.preprocess import INPUT_SIZE, LABELS
+from core.layers import HorizontalFlip, Shift, SmoothedSparseCrossentropy
+from core.preprocess import INPUT_SIZE, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -61,45 +62,6 @@ def build_model(width: float = 1.0, input_size: int = INPUT_SIZE, num_classes: i
     # float32 output even under mixed precision (softmax and the loss want full precision).
     out = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
     return keras.Model(inp, out, name="vgg16_fer")
-
-
-@keras.saving.register_keras_serializable(package="facedapps")
-class HorizontalFlip(layers.Layer):
-    """Mirror NHWC images left to right (the served model's test-time augmentation).
-
-    Registered with Keras: code that loads an exported model imports this module first.
-    """
-
-    def call(self, x):
-        return keras.ops.flip(x, axis=2)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-@keras.saving.register_keras_serializable(package="facedapps")
-class Shift(layers.Layer):
-    """Shift NHWC images by ``dx`` columns and ``dy`` rows (output pixel ``(i, j)`` is input
-    pixel ``(i + dy, j + dx)``), reflecting at the border like the training-time
-    ``RandomTranslation(fill_mode="reflect")``."""
-
-    def __init__(self, dx: int = 0, dy: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.dx, self.dy = int(dx), int(dy)
-
-    def call(self, x):
-        p = max(abs(self.dx), abs(self.dy))
-        if not p:
-            return x
-        h, w = x.shape[1], x.shape[2]
-        padded = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
-        return padded[:, p + self.dy:p + self.dy + h, p + self.dx:p + self.dx + w, :]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "dx": self.dx, "dy": self.dy}
 
 
 #: Name suffix of every test-time-augmentation wrapper :func:`with_tta` builds.
@@ -203,30 +165,6 @@ def unfreeze(model: keras.Model, n_blocks: int, lr: float, label_smoothing: floa
             for sub in layer.layers:
                 sub.trainable = sub.name.split("_")[0] in keep
     compile_model(model, lr, label_smoothing=label_smoothing)
-
-
-@keras.saving.register_keras_serializable(package="facedapps")
-class SmoothedSparseCrossentropy(keras.losses.Loss):
-    """Cross-entropy on integer labels with label smoothing: the target puts ``1 - smoothing``
-    on the label and ``smoothing`` spread evenly over all classes (Keras' sparse loss has no
-    smoothing). Registered so that checkpoints compiled with it load again (``--resume``)."""
-
-    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_sparse_crossentropy",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"label smoothing must be in [0, 1), not {smoothing}")
-        self.smoothing = smoothing
-
-    def call(self, y_true, y_pred):
-        ops = keras.ops
-        k = ops.shape(y_pred)[-1]
-        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), k)
-        target = target * (1.0 - self.smoothing) + self.smoothing / ops.cast(k, "float32")
-        return keras.losses.categorical_crossentropy(target, ops.cast(y_pred, "float32"))
-
-    def get_config(self):
-        return {**super().get_config(), "smoothing": self.smoothing}
 
 
 def compile_model(model: keras.Model, lr: float = 1e-3, jit_compile: bool | str = "auto",

@@ -4,81 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from training.augment import AugmentConfig
+from core.errors import ModelError
+from core.model_dir import load_keras
+from training.config import AugmentConfig, TrainConfig
 from training.data import Dataset, Split, load_dataset
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on (recorded in the run folder and the metadata)."""
-
-    data: str
-    out: str = "runs/default"
-    #: Exported model folder name under ``models_dir``.
-    name: str = "default"
-    models_dir: str = "models"
-    weights: str | None = None  # None (from scratch) or "imagenet"
-    width: float = 0.25
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    patience: int = 5
-    #: ReduceLROnPlateau: halve the learning rate after this many epochs without val_loss gain.
-    lr_patience: int = 2
-    #: With ``resume``: restart from this learning rate (a warm restart); 0 keeps the checkpoint's.
-    resume_lr: float = 0.0
-    #: Stop (keeping the best weights) after this many minutes; 0 = no limit.
-    max_minutes: float = 0.0
-    #: "class_weight", "smote" or "none".
-    balance: str = "class_weight"
-    class_weight_power: float = 0.5
-    seed: int = 1234
-    #: Seed of the stratified train/val(/test) split; None = the ``init`` model's recorded split
-    #: seed when there is one (so its validation images stay out of training), else ``seed``.
-    split_seed: int | None = None
-    detect: str = "auto"
-    jit_compile: bool = True
-    #: "float32", or "bfloat16" (Keras mixed precision: bf16 compute, fp32 weights; on CPUs with
-    #: AMX/AVX512-BF16 oneDNN runs it about 1.5x faster than fp32+XLA -- use it without XLA).
-    precision: str = "float32"
-    #: "plateau" (ReduceLROnPlateau on val_loss) or "cosine" (cosine decay from ``lr`` to 0 over
-    #: ``epochs`` -- or over ``max_minutes`` when that comes first -- after ``warmup_epochs``).
-    schedule: str = "plateau"
-    warmup_epochs: int = 1
-    #: Label smoothing of the training loss (0 = plain cross-entropy).
-    label_smoothing: float = 0.0
-    #: Export (and evaluate) the model averaged over each face and its mirror image.
-    tta: bool = True
-    #: With ``tta``: also average over the mirror pair shifted this many pixels left, right, up
-    #: and down (10 views, 5x the classifier cost of mirror averaging); 0 = mirror only.
-    tta_shift: int = 0
-    resume: bool = False
-    #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
-    #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).
-    init: str = ""
-    #: ImageNet path only: epochs with the base frozen, then fine-tune the top blocks.
-    frozen_epochs: int = 5
-    finetune_blocks: int = 2
-    finetune_lr: float = 1e-4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
-    #: Keep at most this many training images (tiny runs and tests); 0 = all.
-    limit: int = 0
-    export: bool = True
-    #: After exporting, also write the LiteRT fp32/int8 artifacts (``run.py convert``) and
-    #: record every backend's test accuracy in the metadata.
-    convert: bool = True
-    verbose: int = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -233,7 +171,6 @@ def load_init_weights(model, path: str) -> None:
     ``path`` is a model folder (its ``model.keras``) or a ``.keras`` file; an exported model's
     mirror-averaging wrapper is looked through.
     """
-    import keras
 
     from training.model import without_tta
 
@@ -243,9 +180,9 @@ def load_init_weights(model, path: str) -> None:
     if not src.is_file():
         raise InitModelError(f"--init {path}: no such model file ({src})")
     try:
-        loaded = keras.models.load_model(src, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise InitModelError(f"--init {path}: cannot load {src}: {exc}") from exc
+        loaded = load_keras(src)
+    except ModelError as exc:
+        raise InitModelError(f"--init {path}: {exc}") from exc
     weights = without_tta(loaded).get_weights()
     theirs = [w.shape for w in weights]
     ours = [tuple(w.shape) for w in model.weights]
@@ -264,7 +201,7 @@ def resolve_split_seed(cfg: TrainConfig) -> int:
     another split would move images the model was validated on into training, and the
     validation accuracy used to choose checkpoints and models would be inflated.
     """
-    from training.evaluate import recorded_split_seed
+    from core.model_dir import recorded_split_seed
 
     init_seed = recorded_split_seed(cfg.init) if cfg.init else None
     if cfg.split_seed is not None:
@@ -344,7 +281,7 @@ def _train(cfg: TrainConfig) -> dict:
     origin_path = out / "origin.json"
     if cfg.resume and (out / "last.keras").exists() and state_path.exists():
         state = json.loads(state_path.read_text())
-        model = keras.models.load_model(out / "last.keras")
+        model = load_keras(out / "last.keras", compile=True)  # with the optimizer and loss
         start, best = int(state["epoch"]), float(state["best_val_accuracy"])
         origin = (json.loads(origin_path.read_text())["weights"] if origin_path.exists()
                   else "scratch")
@@ -387,7 +324,7 @@ def _train(cfg: TrainConfig) -> dict:
 
     # Evaluated and exported in float32 whatever the training precision: that is what serves.
     keras.mixed_precision.set_global_policy("float32")
-    plain_model = to_float32(keras.models.load_model(out / "best.keras"))
+    plain_model = to_float32(load_keras(out / "best.keras"))
     best_model, report = export_candidate(plain_model, ds, cfg.tta, cfg.tta_shift)
     report["train_minutes"] = round((time.time() - t0) / 60.0, 1)
     report["weights"] = origin
@@ -428,7 +365,7 @@ def convert_export(model_dir: Path, ds: Dataset, keras_report: dict | None = Non
     """The fast CPU artifacts (LiteRT fp32 and int8) of an exported model, each backend's test
     accuracy recorded next to Keras' (the server uses int8 only within 0.5 points of fp32).
     ``keras_report``: the exported model's test report when already computed (not redone)."""
-    from server.classifier import load_classifier
+    from core.runtimes import load_classifier
     from training.convert import convert_model_dir
     from training.evaluate import evaluate_model
 

@@ -56,7 +56,8 @@ async def test_one_inference_worker_per_gpu(aiohttp_client, monkeypatch):
         c.device = f"GPU:{i}"
         gpus.append(c)
     monkeypatch.setattr(app_mod, "load_replicas", lambda *a, **k: gpus)
-    client = await aiohttp_client(create_app(ServerConfig(max_pixels=2000 * 2000)))
+    client = await aiohttp_client(create_app(ServerConfig(max_pixels=2000 * 2000,
+                                                          max_predict_concurrency=6)))
     body = await (await client.get("/healthz")).json()
     assert body["device"] == "GPU:0,GPU:1" and body["backend"] == "fake"
     assert isinstance(client.app[app_mod.ENGINE].batcher, BatcherGroup)

@@ -3,11 +3,12 @@
 import aiohttp
 import pytest
 
-from server.app import REGISTRY, create_app
-from server.classifier import load_classifier
+from bench.rtc_client import FaceTrack, RtcClient
+from core.runtimes import load_classifier
+from server.app import create_app
 from server.config import ServerConfig
+from server.state import REGISTRY
 from tests.helpers import FakeClassifier, iou, wait_for
-from tests.integration.rtc_client import FaceTrack, RtcClient
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,6 +40,7 @@ async def test_one_client_gets_boxes_on_the_face(aiohttp_server, tiny_model_dir)
         assert len(ids) == 1  # a still face keeps its track id
         # the same session's results on the /ws feed
         async with http.ws_connect(url + f"/ws?session={c.session}") as ws:
+            assert await ws.receive_json(timeout=10) == {"type": "hello", "session": c.session}
             fed = await ws.receive_json(timeout=10)
             assert fed["type"] == "result" and fed["session"] == c.session
         metrics = await (await http.get(url + "/metrics")).text()

@@ -1,13 +1,12 @@
 """WebSocket frame transport (/ws/stream) and result feed (/ws)."""
 
-import asyncio
-
 import aiohttp
 import cv2
 import pytest
 
-from server.app import REGISTRY, create_app
+from server.app import create_app
 from server.config import ServerConfig
+from server.state import REGISTRY
 from tests.helpers import FakeClassifier, face_frame, iou, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,6 +26,7 @@ def jpeg(img) -> bytes:
 async def test_stream_frames_get_results_and_feed_sees_them(client):
     frame, box = face_frame(2)
     feed = await client.ws_connect("/ws")
+    assert await feed.receive_json(timeout=5) == {"type": "hello", "session": None}
     ws = await client.ws_connect("/ws/stream")
     hello = await ws.receive_json(timeout=5)
     assert hello["type"] == "hello"
@@ -88,7 +88,8 @@ async def test_feed_filters_by_session(client):
     sa = (await a.receive_json(timeout=5))["session"]
     await b.receive_json(timeout=5)
     feed = await client.ws_connect(f"/ws?session={sa}")
-    await asyncio.sleep(0.05)
+    # the hello says the subscription is live: nothing published from now on is missed
+    assert await feed.receive_json(timeout=5) == {"type": "hello", "session": sa}
     for ws in (a, b, a):
         await ws.send_bytes(jpeg(frame))
         await ws.receive_json(timeout=10)

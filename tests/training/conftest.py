@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.preprocess import LABELS
+from core.preprocess import LABELS
 
 
 def synthetic_face(label: int, i: int, size: int = 48, channels: int = 1) -> np.ndarray:

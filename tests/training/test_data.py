@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import training.data as data
+from core.faces import Detection
+from core.preprocess import INPUT_SIZE, LABELS, preprocess_face
 from training.data import (
     DatasetError,
     Split,
@@ -18,8 +20,6 @@ from training.data import (
     make_splits,
     read_samples,
 )
-from training.faces import Detection
-from training.preprocess import INPUT_SIZE, LABELS, preprocess_face
 
 
 def counts(split: Split) -> list[int]:
@@ -288,7 +288,7 @@ def test_detection_crops_the_largest_face_and_counts_misses(make_folder, synth) 
     det = FakeDetector([(10, 10, 20, 20), (50, 40, 100, 100)])
     g = read_samples(root, detect="auto", detector=det)[None]
     assert det.calls == 1  # the 48x48 image is a crop already
-    from training.preprocess import crop_face
+    from core.preprocess import crop_face
 
     sad = g.x[g.y == LABELS.index("sad")][0]
     assert np.array_equal(sad, crop_face(big, (50, 40, 100, 100)))

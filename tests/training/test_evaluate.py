@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.preprocess import INPUT_SIZE, LABELS
 from training.data import DatasetError, Split
 from training.evaluate import (
     evaluate_model,
@@ -17,7 +18,6 @@ from training.evaluate import (
     predict_probs,
     save_report,
 )
-from training.preprocess import INPUT_SIZE, LABELS
 
 KEYS = {"n", "accuracy", "macro_f1", "per_class", "confusion", "labels", "no_face"}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -194,19 +194,25 @@ def test_evaluate_path_counts_images_without_a_face(make_folder, synth) -> None:
 # --------------------------------------------------------------------------- model folders
 
 def test_load_keras_model_dir_errors(tmp_path: Path) -> None:
+    from core.errors import ModelError
+
     missing = tmp_path / "models" / "nope"
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(ModelError) as e:
         load_keras_model_dir(missing)
-    assert str(e.value) == (f"no model at {missing}: train one with "
-                            "`python run.py train --data ...`")
+    assert str(e.value).startswith(f"no model at {missing} (missing metadata.json); train one "
+                                   "with `python run.py train --data PATH`")
     missing.mkdir(parents=True)
-    (missing / "metadata.json").write_text(json.dumps({"files": {"keras": "model.keras"}}))
-    with pytest.raises(FileNotFoundError, match="model.keras is missing"):
+    (missing / "metadata.json").write_text(json.dumps({"files": {"keras": "model.keras"},
+                                                       "labels": list(LABELS)}))
+    with pytest.raises(ModelError, match="model.keras: model file missing"):
         load_keras_model_dir(missing)
     (missing / "metadata.json").write_text(json.dumps({"labels": ["a", "b"]}))
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ModelError, match="labels"):
         load_keras_model_dir(missing)
-    with pytest.raises(FileNotFoundError):
+    (missing / "metadata.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="not a JSON object"):
+        load_keras_model_dir(missing)
+    with pytest.raises(ModelError):
         evaluate_path(tmp_path, str(tmp_path / "models" / "absent"))
 
 
@@ -230,9 +236,9 @@ def _report() -> dict:
 
 def test_export_model_writes_the_metadata_schema(tiny_keras_model, tmp_path: Path,
                                                  tiny_folder: Path) -> None:
+    from core.preprocess import CROP_MARGIN, CROP_SHIFT_Y
     from training.augment import AugmentConfig
     from training.export import export_model
-    from training.preprocess import CROP_MARGIN, CROP_SHIFT_Y
     from training.train import TrainConfig
 
     cfg = TrainConfig(data=str(tiny_folder), width=0.0625, epochs=3, max_minutes=5.0,
@@ -248,7 +254,9 @@ def test_export_model_writes_the_metadata_schema(tiny_keras_model, tmp_path: Pat
                                                    "model.keras"]
     meta = json.loads((d / "metadata.json").read_text())
     assert set(meta) == {"name", "format_version", "files", "labels", "input", "preprocessing",
+                         "train_minutes",
                          "architecture", "training", "dataset", "metrics", "created"}
+    assert meta["train_minutes"] == 0.1  # recorded, so a re-export never parses the card
     assert meta["name"] == "tiny" and meta["format_version"] == 1
     assert meta["files"] == {"keras": "model.keras"}
     assert meta["labels"] == list(LABELS)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.preprocess import INPUT_SIZE, LABELS
 from training.balance import class_weights, smote
-from training.preprocess import INPUT_SIZE, LABELS
 
 RNG = np.random.default_rng(0)
 KEYS = {"n", "accuracy", "macro_f1", "per_class", "confusion", "labels", "no_face"}
@@ -219,15 +219,22 @@ def test_resume_continues_from_the_last_checkpoint(trained, tmp_path: Path) -> N
     assert (tmp_path / "models" / cfg.name / "metadata.json").is_file()
 
 
-def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path, capsys) -> None:
-    from tools import reexport
+def ensemble_cli(args: list[str]) -> int:
+    """``python run.py ensemble ARGS`` in this process."""
+    from run import main
+
+    return main(["ensemble", *args])
+
+
+def test_ensemble_command_rebuilds_the_export_from_a_model_folder(trained, tmp_path, capsys
+                                                                  ) -> None:
     from training.evaluate import evaluate_model, load_keras_model_dir
     from training.model import TTA_SUFFIX
 
     cfg, report = trained
     src = Path(cfg.models_dir) / cfg.name
     out = tmp_path / "models"
-    assert reexport.main([str(src), "--name", "again", "--models-dir", str(out),
+    assert ensemble_cli([str(src), "--name", "again", "--models-dir", str(out),
                           "--train-minutes", "1.5"]) == 0
     model, meta = load_keras_model_dir(out / "again")
     # the source was mirror-averaged already: the tool unwraps it instead of wrapping twice
@@ -240,7 +247,7 @@ def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path
     assert set(meta["metrics"]["backends"]) == {"keras", "litert-fp32", "litert-int8"}
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == report["accuracy"]
 
-    assert reexport.main([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta",
+    assert ensemble_cli([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta",
                           "--no-convert"]) == 0
     plain, meta = load_keras_model_dir(out / "plain")
     assert not plain.name.endswith(TTA_SUFFIX)
@@ -250,8 +257,8 @@ def test_reexport_tool_rebuilds_the_export_from_a_model_folder(trained, tmp_path
     ds = load_dataset(cfg.data, seed=cfg.seed, cache_dir=cfg.cache_dir)
     assert evaluate_model(plain, ds.test)["accuracy"] == report["without_tta"]["accuracy"]
 
-    assert reexport.main([str(tmp_path / "missing"), "--models-dir", str(out)]) == 2
-    assert "error: cannot read" in capsys.readouterr().err
+    assert ensemble_cli([str(tmp_path / "missing"), "--models-dir", str(out)]) == 2
+    assert "error: no model at" in capsys.readouterr().err
 
 
 def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
@@ -287,7 +294,7 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
 
 
 def test_split_seed_is_read_from_a_models_metadata(tmp_path) -> None:
-    from training.evaluate import recorded_split_seed
+    from core.model_dir import recorded_split_seed
 
     model = tmp_path / "m"
     model.mkdir()
@@ -374,14 +381,14 @@ def test_bfloat16_cosine_run_exports_float32_and_restores_the_policy(trained, tm
     assert meta["metrics"]["test"]["accuracy"] == report["accuracy"]
 
 
-def test_reexport_builds_an_ensemble_of_model_folders(trained_pair, tmp_path, capsys) -> None:
-    from tools import reexport
+def test_ensemble_command_builds_an_ensemble_of_model_folders(trained_pair, tmp_path, capsys
+                                                               ) -> None:
     from training.evaluate import load_keras_model_dir
     from training.model import members, without_tta
 
     (cfg, _), src_a, src_b = trained_pair
     out = tmp_path / "models"
-    assert reexport.main([str(src_a), str(src_b), "--name", "ens", "--models-dir", str(out),
+    assert ensemble_cli([str(src_a), str(src_b), "--name", "ens", "--models-dir", str(out),
                           "--tta-shift", "2", "--int8-only"]) == 0
     model, meta = load_keras_model_dir(out / "ens")
     assert len(members(without_tta(model))) == 2
@@ -392,9 +399,12 @@ def test_reexport_builds_an_ensemble_of_model_folders(trained_pair, tmp_path, ca
     assert [m["source"] for m in ens] == [str(src_a), str(src_b)]
     assert all(0.0 <= m["test"]["accuracy"] <= 1.0 for m in ens)
     assert "--int8-only" in meta["training"]["ensemble_command"]
+    member_minutes = [json.loads((s / "metadata.json").read_text())["train_minutes"]
+                      for s in (src_a, src_b)]
+    assert meta["train_minutes"] == round(sum(member_minutes), 1)  # from the metadata alone
     summary = json.loads(capsys.readouterr().out)
     assert summary["test"]["accuracy"] == meta["metrics"]["test"]["accuracy"]
-    from server.classifier import choose_backend, load_classifier
+    from core.runtimes import choose_backend, load_classifier
 
     assert choose_backend(out / "ens", gpu=False) == "litert-int8"
     faces = np.random.default_rng(3).integers(0, 256, (2, INPUT_SIZE, INPUT_SIZE, 1))
@@ -402,8 +412,8 @@ def test_reexport_builds_an_ensemble_of_model_folders(trained_pair, tmp_path, ca
     assert np.asarray(probs).shape == (2, len(LABELS))
 
     # a missing member: a clear error
-    assert reexport.main([str(src_a), str(tmp_path / "nope"), "--models-dir", str(out)]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert ensemble_cli([str(src_a), str(tmp_path / "nope"), "--models-dir", str(out)]) == 2
+    assert "error: no model at" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.preprocess import (
+from core.preprocess import (
     CROP_MARGIN,
     CROP_SHIFT_Y,
     FACE_CROP_MAX_SIDE,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.preprocess import INPUT_SIZE
+from core.preprocess import INPUT_SIZE
 
 RNG = np.random.default_rng(7)
 

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import _classify_path, _decode, face_from_image
-from training.preprocess import INPUT_SIZE, LABELS
+from core.pipeline import FacePipeline
+from core.preprocess import INPUT_SIZE, LABELS
+from training.data import _classify_path, _decode
 
 SHARED_ZIP = Path(__file__).resolve().parents[2].parent / "shared/data/fer2013-train-validation.zip"
 
@@ -61,7 +62,7 @@ def test_a_few_real_images_preprocess_to_48x48_uint8(names: list[str]) -> None:
             assert LABELS[label] == PurePosixPath(name).parent.name
             img = _decode(zf.read(name), name)
             assert img is not None and img.shape[:2] == (48, 48)
-            face = face_from_image(img)  # a 48x48 crop: no detection, same as the server's
+            face = FacePipeline().largest_crop(img)  # a 48x48 crop: no detection, as served
             assert face.shape == (INPUT_SIZE, INPUT_SIZE) and face.dtype == np.uint8
             gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
             assert np.array_equal(face, cv2.medianBlur(gray, 3))

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server import classifier as clf_mod
-from server.classifier import (
+from core import runtimes as clf_mod
+from core.preprocess import LABELS, preprocess_face, to_batch
+from core.runtimes import (
     BACKENDS,
     LiteRTClassifier,
     ModelError,
@@ -25,7 +26,6 @@ from server.classifier import (
 )
 from tests.helpers import FACES_DIR, face_images, make_tiny_model_dir
 from training.convert import ARTIFACTS, convert_model_dir, export_tflite, record_metrics
-from training.preprocess import LABELS, preprocess_face, to_batch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,7 +133,7 @@ def test_record_metrics_adds_backends_and_keeps_test_metrics(converted_dir, tmp_
 
 
 def test_convert_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metadata.json"):
+    with pytest.raises(ModelError, match="metadata.json"):
         convert_model_dir(tmp_path)
 
 
@@ -194,8 +194,9 @@ def test_classifiers_describe_themselves(converted_dir):
 
 
 def test_server_gives_a_cpu_classifier_one_thread_unless_told(converted_dir):
-    from server.app import CLASSIFIER, create_app
+    from server.app import create_app
     from server.config import ServerConfig
+    from server.state import CLASSIFIER
 
     app = create_app(ServerConfig(model_dir=str(converted_dir), backend="litert-int8"))
     assert app[CLASSIFIER].threads == 1  # the detection pool has the cores (see infer_threads_for)
@@ -205,7 +206,7 @@ def test_server_gives_a_cpu_classifier_one_thread_unless_told(converted_dir):
 
 
 def test_several_gpus_get_one_pinned_copy_each(converted_dir, faces, outputs):
-    from server.classifier import load_replicas
+    from core.runtimes import load_replicas
 
     # gpus=2 on a machine without them: TensorFlow's soft placement runs both copies on the
     # CPU, which still checks that each copy is built, pinned and predicts like the reference.
@@ -221,7 +222,7 @@ def test_several_gpus_get_one_pinned_copy_each(converted_dir, faces, outputs):
 
 def test_auto_prefers_int8_without_gpu(converted_dir, no_gpu, caplog):
     assert choose_backend(converted_dir, "auto", gpu=False) == "litert-int8"
-    with caplog.at_level(logging.INFO, logger="server.classifier"):
+    with caplog.at_level(logging.INFO, logger="core.runtimes"):
         c = load_classifier(converted_dir)
     assert c.backend == "litert-int8" and c.device == "CPU"
     assert "unverified" in caplog.text
@@ -296,7 +297,7 @@ def test_corrupt_artifact_is_a_model_error(converted_dir, tmp_path):
 
 
 def test_keras_warms_every_bucket_the_batcher_can_hit_when_asked(converted_dir):
-    from server.classifier import KerasClassifier
+    from core.runtimes import KerasClassifier
 
     assert KerasClassifier(converted_dir, max_batch=6, warm_all=True).warmed == [1, 2, 4, 8]
     assert KerasClassifier(converted_dir, max_batch=6, warm_all=False).warmed == [1]

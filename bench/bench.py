@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import resource
@@ -37,6 +36,8 @@ from typing import Any, Callable, Sequence
 
 import aiortc  # noqa: F401  # before TensorFlow: pylibsrtp segfaults if imported after TF
 import numpy as np
+
+from bench.rtc_client import RtcClient
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ def face_batch(n: int) -> np.ndarray:
     """``n`` real face crops (the fixture faces, repeated) as classifier input."""
     import cv2
 
-    from tools.make_face_video import FACES_DIR
-    from training.preprocess import preprocess_face, to_batch
+    from bench.face_video import FACES_DIR
+    from core.preprocess import preprocess_face, to_batch
 
     faces = []
     for p in sorted(FACES_DIR.glob("*.jpg")):
@@ -106,7 +107,7 @@ def face_batch(n: int) -> np.ndarray:
 
 def cycle_frames() -> list[np.ndarray]:
     """One 8 s loop of the face video (drifting face, a new face each second), BGR 640x480."""
-    from tools.make_face_video import make_frames
+    from bench.face_video import make_frames
 
     return make_frames(8.0, FPS)
 
@@ -173,7 +174,7 @@ class ClassifierResult:
 
 def bench_classifiers(model_dir: str, budget_s: float, rep: Report) -> dict[str, ClassifierResult]:
     """Section 1; returns the medians of every implementation."""
-    from server.classifier import BACKENDS, ModelError, choose_backend, load_classifier
+    from core.runtimes import BACKENDS, ModelError, choose_backend, load_classifier
 
     # The baselines use the Keras backend's model (this module does not import TF itself).
     model = load_classifier(model_dir, "keras").model  # type: ignore[attr-defined]
@@ -221,8 +222,9 @@ def bench_classifiers(model_dir: str, budget_s: float, rep: Report) -> dict[str,
 
 
 def accuracy_note(model_dir: str) -> str:
-    meta = json.loads((Path(model_dir) / "metadata.json").read_text())
-    metrics = meta.get("metrics") or {}
+    from core.model_dir import read_metadata
+
+    metrics = read_metadata(model_dir).get("metrics") or {}
     b = metrics.get("backends") or {}
     if not b:
         test = (metrics.get("test") or {}).get("accuracy")
@@ -252,8 +254,8 @@ def bench_pipeline(model_dir: str, budget_s: float, rep: Report) -> PipelineResu
     """Section 2: one thread, frame after frame, one face each."""
     import cv2
 
-    from server.classifier import load_classifier
-    from server.pipeline import FacePipeline, decode_image
+    from core.pipeline import FacePipeline, decode_image
+    from core.runtimes import load_classifier
 
     clf = load_classifier(model_dir, "auto")
     pipe = FacePipeline()
@@ -392,56 +394,6 @@ class Server:
         self._log.close()
 
 
-class Client:
-    """One aiortc peer relaying the H264 file and collecting result messages."""
-
-    def __init__(self, video: Path) -> None:
-        from aiortc import RTCPeerConnection, RTCRtpSender
-        from aiortc.contrib.media import MediaPlayer
-
-        self.pc = RTCPeerConnection()
-        self.results: list[tuple[float, float, int]] = []  # (received at, latency_ms, faces)
-        self.errors = 0
-        self.channel = self.pc.createDataChannel("results")
-        self.channel.on("message", self._on_message)
-        self.player = MediaPlayer(str(video), decode=False)
-        if self.player.video is None:
-            raise RuntimeError(f"{video}: no video stream")
-        tr = self.pc.addTransceiver(self.player.video, direction="sendonly")
-        tr.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                if c.mimeType in ("video/H264", "video/rtx")])
-
-    def _on_message(self, message: Any) -> None:
-        try:
-            msg = json.loads(message)
-        except (TypeError, ValueError):
-            return
-        if msg.get("type") == "result":
-            self.results.append((time.monotonic(), float(msg["latency_ms"]),
-                                 len(msg.get("faces", ()))))
-        elif msg.get("type") == "error":
-            self.errors += 1
-
-    async def connect(self, http, url: str) -> None:
-        from aiortc import RTCSessionDescription
-
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
-        async with http.post(url + "/offer", json=body) as r:
-            answer = await r.json()
-            if r.status != 200:
-                raise RuntimeError(f"/offer answered {r.status}: {answer}")
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
-
-    def window(self, t0: float, t1: float) -> list[tuple[float, float, int]]:
-        return [r for r in self.results if t0 <= r[0] < t1]
-
-    async def close(self) -> None:
-        await self.pc.close()
-        if self.player.video is not None:
-            self.player.video.stop()
-
-
 @dataclass
 class LiveResult:
     clients: int
@@ -473,9 +425,9 @@ class LiveResult:
 async def live_run(server: Server, http, video: Path, n: int, seconds: float,
                    warmup: float) -> LiveResult:
     """``n`` clients stream for ``warmup + seconds``; statistics over the last ``seconds``."""
-    clients = [Client(video) for _ in range(n)]
+    clients = [RtcClient(server.url, video=video) for _ in range(n)]
     try:
-        await asyncio.gather(*(c.connect(http, server.url) for c in clients))
+        await asyncio.gather(*(c.connect(http) for c in clients))
         deadline = time.monotonic() + 30.0
         while not all(c.results for c in clients):
             if time.monotonic() > deadline:
@@ -499,14 +451,14 @@ async def live_run(server: Server, http, video: Path, n: int, seconds: float,
     nres = sum(len(w) for w in wins)
     return LiveResult(
         clients=n, seconds=wall, fps=[len(w) / wall for w in wins],
-        latencies=[r[1] for w in wins for r in w],
+        latencies=[float(m["latency_ms"]) for w in wins for m in w],
         received=d("facedapps_frames_received_total") / wall,
         processed=d("facedapps_frames_processed_total") / wall,
         dropped=d("facedapps_frames_dropped_total"),
         server_cpu=100.0 * (s1 - s0) / wall, client_cpu=100.0 * (c1 - c0) / wall,
         mean_batch=d("facedapps_batch_size_sum") / max(1.0, d("facedapps_batch_size_count")),
-        faces_per_result=sum(r[2] for w in wins for r in w) / max(1, nres),
-        errors=sum(c.errors for c in clients))
+        faces_per_result=sum(len(m["faces"]) for w in wins for m in w) / max(1, nres),
+        errors=sum(len(c.errors) for c in clients))
 
 
 async def wait_sessions_closed(server: Server, http, timeout: float = 20.0) -> None:
@@ -622,7 +574,9 @@ def _ints(text: str) -> list[int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run every section; returns 0 (goals are reported, not enforced), 2 on a setup error."""
-    from server.classifier import ModelError, choose_backend, read_metadata
+    from core.errors import ModelError
+    from core.model_dir import read_metadata
+    from core.runtimes import choose_backend
 
     quick = bool(getattr(args, "quick", False))
     model_dir = str(args.model)

@@ -1,4 +1,5 @@
-"""Expression classifiers behind one small interface; the only server module importing TF.
+"""Expression classifiers behind one small interface (with ``core.layers``, the only core module
+importing TensorFlow or Keras, and only when a backend is loaded).
 
 A classifier maps preprocessed face crops ``(N, S, S, 1)`` float32 (0..255) to ``(N, 7)``
 probabilities in ``LABELS`` order. Backends load the same exported model folder
@@ -17,18 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import threading
 from functools import partial
-from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from server.errors import ModelError
-from training.preprocess import INPUT_SIZE, LABELS
+from core.errors import ModelError
+from core.litert import make_interpreter
+from core.model_dir import has_litert, litert_path, load_keras, read_meta
+from core.preprocess import INPUT_SIZE, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 #: Largest batch handed to a runtime in one call; bigger inputs are split (bounded memory).
 MAX_CHUNK = BUCKETS[-1]
-#: LiteRT variants: metadata ``files`` key of each artifact.
-LITERT_FILES = {"int8": "tflite_int8", "fp32": "tflite_fp32"}
 #: ``auto`` takes int8 only if its recorded accuracy is at most this far below fp32's.
 INT8_MAX_ACCURACY_DROP = 0.005
 
@@ -53,27 +52,6 @@ class Classifier(Protocol):
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """``(N, S, S, 1)`` float32 0..255 -> ``(N, len(labels))`` probabilities."""
         ...
-
-
-def read_metadata(model_dir: str | os.PathLike) -> dict:
-    """Metadata of an exported model folder; ModelError with a clear message when unusable."""
-    d = Path(model_dir)
-    meta_path = d / "metadata.json"
-    if not meta_path.exists():
-        raise ModelError(
-            f"no model at {d} (missing metadata.json). Train one with "
-            f"`python run.py train --data PATH` or pass --model PATH to an exported model folder")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{meta_path}: unreadable metadata ({exc})") from exc
-    labels = tuple(meta.get("labels", ()))
-    if labels != LABELS:
-        raise ModelError(f"{meta_path}: labels {labels} differ from the interface's {LABELS}")
-    size = int(meta.get("input", {}).get("size", INPUT_SIZE))
-    if size != INPUT_SIZE:
-        raise ModelError(f"{meta_path}: input size {size} but preprocessing makes {INPUT_SIZE}")
-    return meta
 
 
 def _bucket(n: int) -> int:
@@ -119,17 +97,11 @@ class KerasClassifier:
     def __init__(self, model_dir: str | os.PathLike, jit_compile: bool = True,
                  max_batch: int = 1, warm_all: bool | None = None,
                  device: str | None = None) -> None:
-        import keras
         import tensorflow as tf
 
-        import training.model  # noqa: F401  # registers the layers exported models use
-
-        meta = read_metadata(model_dir)
-        path = Path(model_dir) / meta.get("files", {}).get("keras", "model.keras")
-        if not path.exists():
-            raise ModelError(f"{path}: model file missing")
-        self.meta = meta
-        self.name = str(meta.get("name", Path(model_dir).name))
+        meta = read_meta(model_dir)
+        self.meta = meta.raw
+        self.name = meta.name
         self.labels = LABELS
         gpus = gpu_devices()
         # ``device`` pins this copy of the model (one copy per GPU, see load_replicas).
@@ -138,11 +110,8 @@ class KerasClassifier:
         def on_device():
             return tf.device(f"/{device}") if device else contextlib.nullcontext()
 
-        try:
-            with on_device():
-                self.model = keras.models.load_model(path, compile=False)
-        except Exception as exc:
-            raise ModelError(f"{path}: cannot load model ({exc})") from exc
+        with on_device():
+            self.model = load_keras(model_dir)
 
         def run(x):
             with on_device():
@@ -173,22 +142,6 @@ class KerasClassifier:
         return _chunked(self._predict, x)
 
 
-def litert_path(model_dir: str | os.PathLike, variant: str, meta: dict | None = None) -> Path:
-    """The LiteRT artifact of ``variant`` (``int8``/``fp32``) listed in the folder's metadata;
-    ModelError, with the command that makes it, when it is not listed or missing."""
-    if variant not in LITERT_FILES:
-        raise ModelError(f"unknown LiteRT variant {variant!r}; choose from "
-                         + ", ".join(sorted(LITERT_FILES)))
-    meta = read_metadata(model_dir) if meta is None else meta
-    name = meta.get("files", {}).get(LITERT_FILES[variant])
-    path = Path(model_dir) / name if name else None
-    if path is None or not path.is_file():
-        what = f"{path} is missing" if path else f"metadata lists no {LITERT_FILES[variant]} file"
-        raise ModelError(f"{model_dir}: no LiteRT {variant} model ({what}); create it with "
-                         f"`python run.py convert --model {model_dir}`")
-    return path
-
-
 class LiteRTClassifier:
     """LiteRT (TFLite) runtime on the CPU, XNNPACK with ``threads`` threads.
 
@@ -200,14 +153,10 @@ class LiteRTClassifier:
 
     def __init__(self, model_dir: str | os.PathLike, variant: str = "int8",
                  threads: int | None = None) -> None:
-        meta = read_metadata(model_dir)
+        meta = read_meta(model_dir)
         path = litert_path(model_dir, variant, meta)
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # pragma: no cover - TensorFlow's copy as a fallback
-            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
-        self.meta = meta
-        self.name = str(meta.get("name", Path(model_dir).name))
+        self.meta = meta.raw
+        self.name = meta.name
         self.labels = LABELS
         self.variant = variant
         self.backend = f"litert-{variant}"
@@ -215,7 +164,7 @@ class LiteRTClassifier:
         self.threads = max(1, int(threads or os.cpu_count() or 1))
         self.path = path
         try:
-            self._it = Interpreter(model_path=str(path), num_threads=self.threads)
+            self._it = make_interpreter(path, self.threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: cannot load LiteRT model ({exc})") from exc
         inp = self._it.get_input_details()[0]
@@ -256,20 +205,6 @@ BACKENDS: dict[str, Callable[..., Classifier]] = {
 }
 
 
-def _accuracy(meta: dict, backend: str) -> float | None:
-    m = ((meta.get("metrics") or {}).get("backends") or {}).get(backend) or {}
-    acc = m.get("accuracy")
-    return float(acc) if isinstance(acc, (int, float)) else None
-
-
-def _has_artifact(model_dir: str | os.PathLike, meta: dict, variant: str) -> bool:
-    try:
-        litert_path(model_dir, variant, meta)
-    except ModelError:
-        return False
-    return True
-
-
 def choose_backend(model_dir: str | os.PathLike, requested: str = "auto",
                    gpu: bool | None = None) -> str:
     """Resolve ``auto``: a GPU means TensorFlow on the GPU; otherwise the fastest CPU runtime
@@ -289,12 +224,12 @@ def choose_backend(model_dir: str | os.PathLike, requested: str = "auto",
         gpu = has_gpu()
     if gpu:
         return "keras"
-    meta = read_metadata(model_dir)
-    fp32 = _has_artifact(model_dir, meta, "fp32")
-    if _has_artifact(model_dir, meta, "int8"):
-        acc8, acc32 = _accuracy(meta, "litert-int8"), _accuracy(meta, "litert-fp32")
+    meta = read_meta(model_dir)
+    fp32 = has_litert(model_dir, "fp32", meta)
+    if has_litert(model_dir, "int8", meta):
+        acc8, acc32 = meta.accuracy("litert-int8"), meta.accuracy("litert-fp32")
         if acc32 is None:
-            acc32 = _accuracy(meta, "keras")
+            acc32 = meta.accuracy("keras")
         if acc8 is None or acc32 is None:
             log.info("%s: int8 accuracy not recorded (unverified); using it anyway "
                      "(`python run.py convert --model %s --data PATH` measures it)",
@@ -314,7 +249,7 @@ def load_classifier(model_dir: str | os.PathLike, backend: str = "auto",
     """Load the model folder with the chosen backend (``threads``: LiteRT runtime threads,
     default one per core; ``max_batch``: the largest batch the caller will send, which the
     Keras backend pre-compiles on a GPU)."""
-    read_metadata(model_dir)
+    read_meta(model_dir)
     name = choose_backend(model_dir, backend)
     log.info("loading %s with backend %s", model_dir, name)
     if name.startswith("litert-"):

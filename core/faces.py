@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.litert import make_interpreter
+
 _INPUT = 128
 #: Minimum sigmoid score for a detection.
 MIN_SCORE = 0.5
@@ -56,14 +58,6 @@ def _anchors() -> np.ndarray:
 _ANCHORS = _anchors()
 
 
-def _make_interpreter(path: Path, threads: int):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - TensorFlow's copy as a fallback
-        from tensorflow.lite import Interpreter  # type: ignore[no-redef]
-    return Interpreter(model_path=str(path), num_threads=threads)
-
-
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of one box ``a`` (x0,y0,x1,y1) against boxes ``b``."""
     x0 = np.maximum(a[0], b[:, 0])
@@ -87,7 +81,7 @@ class FaceDetector:
     def _interp(self):
         it = getattr(self._local, "interp", None)
         if it is None:
-            it = _make_interpreter(self._path, self.threads)
+            it = make_interpreter(self._path, self.threads)
             it.allocate_tensors()
             self._local.interp = it
             self._local.io = (it.get_input_details()[0]["index"],

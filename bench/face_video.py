@@ -8,7 +8,7 @@ second. Chromium plays the file in a loop with::
 
 Usage::
 
-    python tools/make_face_video.py OUT.y4m --seconds 4 [--fps 15] [--faces DIR]
+    python bench/face_video.py OUT.y4m --seconds 4 [--fps 15] [--faces DIR]
 
 ``make_frames(seconds, fps)`` returns the BGR frames for tests that want them directly.
 """
@@ -26,6 +26,20 @@ WIDTH, HEIGHT = 640, 480
 FACE_SIZE = 200
 BACKGROUND = 128
 FACES_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "faces"
+
+
+def face_frame(i: int = 0, x: int = 220, y: int = 120, side: int = 200,
+               size: tuple[int, int] = (WIDTH, HEIGHT)
+               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A BGR frame with one upscaled real face (fixture ``i``) at ``(x, y)`` on mid-grey;
+    returns the frame and the face's box."""
+    faces = [f for p in sorted(FACES_DIR.glob("*.jpg"))
+             if (f := cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) is not None]
+    w, h = size
+    frame = np.full((h, w, 3), BACKGROUND, np.uint8)
+    face = cv2.resize(faces[i % len(faces)], (side, side), interpolation=cv2.INTER_CUBIC)
+    frame[y : y + side, x : x + side] = face[..., None]
+    return frame, (x, y, side, side)
 
 
 def load_faces(faces_dir: Path | str = FACES_DIR, size: int = FACE_SIZE) -> list[np.ndarray]:

@@ -1,0 +1,1 @@
+"""Benchmarks: spawn servers, relay video, print tables (not imported by the product)."""

@@ -1,0 +1,149 @@
+"""Image -> faces -> probabilities -> face results: the one implementation, used by the live
+sessions, ``POST /api/predict``, ``run.py predict``, training data loading and the tools.
+
+Synchronous (the server runs it in executor threads). "No face" has one shape everywhere: a
+:class:`FrameFaces` with no boxes (and an empty batch), which becomes an empty face list.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from core.errors import ImageError
+from core.faces import FaceDetector
+from core.preprocess import LABELS, crop_face, is_face_crop, preprocess_face, to_batch
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def image_kind(data: bytes) -> str | None:
+    """``"jpeg"``, ``"png"`` or None, from the magic bytes."""
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    return None
+
+
+def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
+    """Decode a JPEG or PNG into BGR, refusing other types and oversized images.
+
+    The size is read from the header before any pixel is decoded (decompression bombs).
+    """
+    if not data:
+        raise ImageError("empty image")
+    kind = image_kind(data)
+    if kind is None:
+        raise ImageError("only JPEG and PNG images are accepted", status=415)
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}; at most {max_pixels} pixels are accepted",
+                         status=413) from exc
+    except Exception as exc:  # PIL raises many types for garbage headers
+        raise ImageError(f"unreadable {kind} image: {exc}") from exc
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w}x{h}; at most {max_pixels} pixels are accepted", status=413)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageError(f"truncated or corrupt {kind} image")
+    return img
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """A gray, BGR or BGRA image as 3-channel BGR (the detector's input)."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+@dataclass
+class FrameFaces:
+    """Faces found in one frame: boxes ``[x, y, w, h]`` (the detector's order: largest first)
+    and the classifier's input batch, one row per box."""
+
+    width: int
+    height: int
+    boxes: list[tuple[int, int, int, int]]
+    batch: np.ndarray
+
+
+def face_dict(face_id: int | None, box: Sequence[int], smoothed: np.ndarray,
+              probs: np.ndarray) -> dict:
+    """One face object of the interface: ``label``/``score`` from ``smoothed``, ``scores``
+    from this frame's ``probs``; ``id`` only when the face is tracked."""
+    k = int(np.argmax(smoothed))
+    d: dict = {}
+    if face_id is not None:
+        d["id"] = int(face_id)
+    d.update({
+        "box": [int(v) for v in box],
+        "label": LABELS[k],
+        "score": round(float(smoothed[k]), 4),
+        "scores": {lab: round(float(p), 4) for lab, p in zip(LABELS, probs)},
+    })
+    return d
+
+
+def face_results(ff: FrameFaces, probs: np.ndarray) -> list[dict]:
+    """Untracked face objects (a still image): one per box, label from its own probabilities."""
+    return [face_dict(None, b, p, p) for b, p in zip(ff.boxes, probs)]
+
+
+class FacePipeline:
+    """Face detection + the shared preprocessing. Thread-safe (the detector keeps one
+    interpreter per thread); the detector is made on first use, so a pipeline that only
+    sees face crops never loads it."""
+
+    def __init__(self, detector: FaceDetector | None = None) -> None:
+        self._detector = detector
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector()
+        return self._detector
+
+    def faces(self, image: np.ndarray) -> FrameFaces:
+        """Detect every face in ``image`` (BGR, BGRA or gray) and preprocess each crop."""
+        bgr = to_bgr(image)
+        h, w = bgr.shape[:2]
+        boxes = [d.box for d in self.detector.detect(bgr)]
+        return FrameFaces(w, h, boxes, to_batch([crop_face(bgr, b) for b in boxes]))
+
+    def faces_for_image(self, img: np.ndarray, detect: str = "auto") -> FrameFaces:
+        """Like :meth:`faces`, but a small image (a face crop already) is taken whole unless
+        ``detect == "always"``; ``detect == "never"`` always takes the whole image."""
+        if detect not in ("auto", "always", "never"):
+            raise ValueError(f"detect must be auto, always or never, not {detect!r}")
+        h, w = img.shape[:2]
+        if detect == "never" or (detect == "auto" and is_face_crop(img)):
+            return FrameFaces(w, h, [(0, 0, w, h)], to_batch([preprocess_face(img)]))
+        return self.faces(img)
+
+    def largest_crop(self, img: np.ndarray, detect: str = "auto") -> np.ndarray | None:
+        """The preprocessed crop of the largest face (uint8, ``S x S``), or None (no face)."""
+        ff = self.faces_for_image(img, detect)
+        if not ff.boxes:
+            return None
+        k = max(range(len(ff.boxes)), key=lambda i: ff.boxes[i][2] * ff.boxes[i][3])
+        return ff.batch[k, :, :, 0].astype(np.uint8)
+
+    def classify_image(self, img: np.ndarray, classifier, detect: str = "auto") -> list[dict]:
+        """Face objects (interface format, no track id) for one still image."""
+        ff = self.faces_for_image(img, detect)
+        probs = classifier.predict_batch(ff.batch) if ff.boxes else ff.batch[:0]
+        return face_results(ff, probs)

@@ -1,0 +1,101 @@
+"""The plain HTTP routes: the page and its config, ``POST /api/predict``, health, metrics and
+session timelines. (``/offer`` is in ``signaling``, the WebSockets in ``feed`` and
+``transports.ws_stream``; the access rule for all of them is ``access.access_middleware``.)"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from core.errors import ImageError
+from server.config import detect_workers_for
+from server.errors import CapacityError
+from server.state import CLASSIFIER, CONFIG, ENGINE, METRICS, PREDICT_GATE, REGISTRY, REPLICAS
+
+log = logging.getLogger(__name__)
+
+
+def error(status: int, text: str) -> web.Response:
+    """The JSON error every route answers with: ``{"error": text}``."""
+    return web.json_response({"error": text}, status=status)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(Path(request.app[CONFIG].client_dir) / "index.html")
+
+
+async def client_config(request: web.Request) -> web.Response:
+    """``GET /config``: ICE servers and transport settings for the page."""
+    cfg = request.app[CONFIG]
+    servers = []
+    for u in cfg.ice_servers:
+        entry: dict = {"urls": [u]}
+        if u.startswith("turn") and cfg.turn_username:
+            entry.update(username=cfg.turn_username, credential=cfg.turn_credential or "")
+        servers.append(entry)
+    return web.json_response({"ice_servers": servers, "transport": "auto",
+                              "webrtc_timeout_ms": 5000,
+                              "access_token_required": bool(cfg.access_token)})
+
+
+async def _read_image(request: web.Request) -> bytes:
+    """The uploaded image: the raw body, or the multipart field ``image`` (ImageError if none)."""
+    if not request.content_type.startswith("multipart/"):
+        return await request.read()
+    reader = await request.multipart()
+    async for part in reader:
+        if getattr(part, "name", None) == "image":
+            return await part.read(decode=False)  # type: ignore[union-attr]
+    raise ImageError("multipart body needs a field named 'image'")
+
+
+async def predict(request: web.Request) -> web.Response:
+    """``POST /api/predict``: one JPEG/PNG -> ``{"width", "height", "faces"}``; at most
+    ``max_predict_concurrency`` at once (503 beyond)."""
+    cfg = request.app[CONFIG]
+    gate = request.app[PREDICT_GATE]
+    if not gate.enter():
+        return error(503, f"server busy (at most {gate.limit} uploads at once); try again")
+    try:
+        data = await _read_image(request)
+        return web.json_response(await request.app[ENGINE].classify_image(data))
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"image too large (at most {cfg.max_body_bytes} bytes)")
+    except ImageError as exc:
+        return error(exc.status, str(exc))
+    except CapacityError as exc:
+        return error(503, str(exc))
+    except ValueError:  # a malformed multipart body
+        return error(400, "malformed body: send the image as the raw body or the multipart "
+                          "field 'image'")
+    finally:
+        gate.leave()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    clf = request.app[CLASSIFIER]
+    return web.json_response({"status": "ok", "model": clf.name, "backend": clf.backend,
+                              "device": ",".join(getattr(c, "device", "CPU")
+                                                 for c in request.app[REPLICAS]),
+                              "infer_threads": getattr(clf, "threads", None),
+                              "detect_workers": detect_workers_for(request.app[CONFIG]),
+                              "sessions": len(request.app[REGISTRY].sessions)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(),
+                        content_type="text/plain", charset="utf-8")
+
+
+async def session_timeline(request: web.Request) -> web.Response:
+    """``GET /api/sessions/{id}/timeline.json|csv``: per-second probabilities of each face."""
+    s = request.app[REGISTRY].sessions.get(request.match_info["sid"])
+    if s is None:
+        return error(404, "no such live session")
+    if request.match_info["fmt"] == "csv":
+        return web.Response(text=s.timeline.to_csv(), content_type="text/csv",
+                            headers={"Content-Disposition":
+                                     f'attachment; filename="timeline-{s.sid}.csv"'})
+    return web.json_response(s.timeline.to_json())

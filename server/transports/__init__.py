@@ -1,0 +1,1 @@
+"""Frame transports: WebRTC and WebSocket peers behind one interface."""

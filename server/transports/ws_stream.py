@@ -1,0 +1,116 @@
+"""The WebSocket frame transport (``GET /ws/stream``) for clients whose WebRTC cannot connect
+(e.g. behind an HTTP tunnel): binary JPEG frames in, result messages out, latest frame wins.
+
+Same peer interface as ``webrtc`` (``server.registry.Peer``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import partial
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from core.pipeline import decode_image
+from server.access import client_ip
+from server.config import ServerConfig
+from server.engine import Engine
+from server.errors import CapacityError
+from server.protocol import dumps, error_message, hello_message
+from server.ratelimit import RateLimiter
+from server.registry import Registry
+from server.session import FrameSession
+from server.state import CONFIG, ENGINE, REGISTRY
+
+log = logging.getLogger(__name__)
+
+
+class WsStreamPeer:
+    """One ``/ws/stream`` client."""
+
+    transport = "ws"
+
+    def __init__(self, ws: web.WebSocketResponse, registry: Registry, engine: Engine,
+                 cfg: ServerConfig, ip: str) -> None:
+        self.sid = uuid.uuid4().hex[:16]
+        self.ws = ws
+        self.registry = registry
+        self.cfg = cfg
+        self.ip = ip
+        self.session = FrameSession(self.sid, engine,
+                                    partial(decode_image, max_pixels=cfg.max_pixels),
+                                    self.transport)
+        self.session.sinks.append(self._send)
+        self._limiter = RateLimiter(cfg.max_messages_per_s)
+        self._closed = False
+
+    async def _send(self, msg: dict) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(dumps(msg))
+
+    def start(self) -> None:
+        self.registry.add(self)
+        self.session.start()
+
+    async def run(self) -> None:
+        """Say hello, then read frames until the client goes (or floods)."""
+        await self.ws.send_str(dumps(hello_message(self.sid)))
+        async for msg in self.ws:
+            if not self._limiter.allow():
+                await self.ws.send_str(dumps(error_message("too many messages; slow down")))
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
+                break
+            if msg.type == WSMsgType.BINARY:
+                self.session.offer(msg.data)
+            elif msg.type == WSMsgType.TEXT and msg.data.strip() == '{"type":"ping"}':
+                await self.ws.send_str(dumps({"type": "pong"}))
+            elif msg.type == WSMsgType.ERROR:
+                break
+
+    async def close(self, code: int = WSCloseCode.GOING_AWAY) -> None:
+        """Stop the session, free the slot, close the socket; idempotent. The slot is freed
+        before anything is awaited, so a cancelled handler cannot leak it."""
+        if self._closed:
+            return
+        self._closed = True
+        self.registry.release(self.ip, self)
+        try:
+            await self.session.close()
+        finally:
+            await self.ws.close(code=code, message=b"server shutdown"
+                                if code == WSCloseCode.GOING_AWAY else b"")
+            s = self.session
+            log.info("session %s: closed (%d frames received, %d processed, %d dropped)",
+                     self.sid, s.frames_received, s.frames_processed, s.frames_dropped)
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /ws/stream``: binary JPEG frames in, result messages out (latest frame wins)."""
+    cfg = request.app[CONFIG]
+    registry = request.app[REGISTRY]
+    ip = client_ip(request)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=cfg.max_ws_message_bytes)
+    try:
+        registry.reserve(ip)
+    except CapacityError as exc:
+        # Browsers cannot read an HTTP error on an upgrade: say it on the socket, then close.
+        await ws.prepare(request)
+        await ws.send_str(dumps(error_message(str(exc))))
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"at capacity")
+        return ws
+    try:
+        await ws.prepare(request)
+    except BaseException:  # includes cancellation: the reservation must not leak
+        registry.release(ip)
+        raise
+    peer = WsStreamPeer(ws, registry, request.app[ENGINE], cfg, ip)
+    peer.start()
+    log.info("session %s: new WebSocket stream from %s", peer.sid, ip)
+    try:
+        await peer.run()
+    except ConnectionResetError:  # the client vanished while we were sending
+        log.info("session %s: connection reset", peer.sid)
+    finally:
+        await peer.close(code=WSCloseCode.OK)
+    return ws

@@ -1,0 +1,121 @@
+"""Training configuration: frozen dataclasses whose fields also define the ``run.py train`` flags.
+
+A field with ``help`` in its metadata (see :func:`flag`) is a command-line flag: ``run.py``
+generates the argument from the field (name, default, type, help), so a new training option is
+added here, in one place. Booleans that default to true become ``--no-<name>`` flags. No heavy
+imports here: ``run.py`` builds its parser from this module without loading Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {v}")
+    return v
+
+
+def flag(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    """A dataclass field that is also a ``run.py train`` flag (``choices``, ``type``,
+    ``metavar`` and ``flag``, the option string, pass through to argparse)."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """What augmentation applies to training batches."""
+
+    hflip: bool = True
+    #: Off by default: upside-down faces do not occur in a webcam feed (see the model card).
+    vflip: bool = flag(False, "also flip vertically (off by default)")
+    zoom: float = 0.1
+    shift: float = 0.1
+    rotation_deg: float = 10.0
+    brightness: float = 0.2
+    #: Random erasing (Zhong et al. 2017): the probability that one random rectangle (2-25% of
+    #: the image, aspect 0.3-3.3) of a training image is replaced by noise; 0 = off.
+    erase: float = flag(0.0, "random erasing: probability per training image (default 0: off)",
+                        type=unit_float)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (recorded in the run folder and the metadata)."""
+
+    data: str = flag("", "dataset folder, .zip, or fer2013.csv source", required=True)
+    out: str = flag("runs/default", "run folder (checkpoints, logs, plots)")
+    #: Exported model folder name under ``models_dir``.
+    name: str = flag("default", "exported model name under --models-dir")
+    models_dir: str = flag("models", "folder of exported models")
+    #: "none" (from scratch) or "imagenet".
+    weights: str = flag("none", "initial weights", choices=["none", "imagenet"])
+    width: float = flag(0.25, "VGG16 channel width multiplier")
+    epochs: int = flag(100, "most epochs")
+    batch_size: int = flag(64, "batch size")
+    lr: float = flag(1e-3, "learning rate")
+    patience: int = flag(5, "EarlyStopping patience")
+    #: ReduceLROnPlateau: halve the learning rate after this many epochs without val_loss gain.
+    lr_patience: int = flag(2, "ReduceLROnPlateau patience")
+    #: With ``resume``: restart from this learning rate (a warm restart); 0 keeps the checkpoint's.
+    resume_lr: float = flag(0.0, "with --resume: restart at this learning rate (0: keep)")
+    #: Stop (keeping the best weights) after this many minutes; 0 = no limit.
+    max_minutes: float = flag(0.0, "time budget (0: none)")
+    balance: str = flag("class_weight", "class balance of the training split",
+                        choices=["class_weight", "smote", "none"])
+    class_weight_power: float = flag(0.5, "class weights are (n/(k*count))**power")
+    seed: int = flag(1234, "seed of everything random")
+    #: Seed of the stratified train/val(/test) split; None = the ``init`` model's recorded split
+    #: seed when there is one (so its validation images stay out of training), else ``seed``.
+    split_seed: int | None = flag(None, "seed of the train/val split (default: --init's "
+                                  "recorded one, else --seed)", type=int)
+    detect: str = flag("auto", "face detection on dataset images",
+                       choices=["auto", "always", "never"])
+    jit_compile: bool = flag(True, "XLA compilation", flag="--no-jit")
+    #: "float32", or "bfloat16" (Keras mixed precision: bf16 compute, fp32 weights; on CPUs with
+    #: AMX/AVX512-BF16 oneDNN runs it about 1.5x faster than fp32+XLA -- use it without XLA).
+    precision: str = flag("float32", "bfloat16: mixed precision (fast on CPUs with AMX; use "
+                          "with --no-jit)", choices=["float32", "bfloat16"])
+    #: "plateau" (ReduceLROnPlateau on val_loss) or "cosine" (cosine decay from ``lr`` to 0 over
+    #: ``epochs`` -- or over ``max_minutes`` when that comes first -- after ``warmup_epochs``).
+    schedule: str = flag("plateau", "learning rate: ReduceLROnPlateau, or cosine decay over "
+                         "--epochs / --max-minutes", choices=["plateau", "cosine"])
+    warmup_epochs: int = flag(1, "cosine: linear warm-up epochs")
+    #: Label smoothing of the training loss (0 = plain cross-entropy).
+    label_smoothing: float = flag(0.0, "label smoothing of the loss, e.g. 0.1 (default 0: off)",
+                                  type=unit_float)
+    #: Export (and evaluate) the model averaged over each face and its mirror image.
+    tta: bool = flag(True, "mirror averaging in the exported model (--no-tta: the plain model)")
+    #: With ``tta``: also average over the mirror pair shifted this many pixels left, right, up
+    #: and down (10 views, 5x the classifier cost of mirror averaging); 0 = mirror only.
+    tta_shift: int = flag(0, "also average over the mirror pair shifted this many pixels in 4 "
+                          "directions (10 views; default 0: mirror only)", type=int,
+                          choices=range(0, 9), metavar="PIXELS")
+    resume: bool = flag(False, "continue from the run's last checkpoint")
+    #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
+    #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).
+    init: str = flag("", "start from this trained model's weights (models/NAME or a .keras "
+                     "file, same --width), e.g. for a second cosine cycle")
+    #: ImageNet path only: epochs with the base frozen, then fine-tune the top blocks.
+    frozen_epochs: int = 5
+    finetune_blocks: int = 2
+    finetune_lr: float = 1e-4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
+    #: Keep at most this many training images (tiny runs and tests); 0 = all.
+    limit: int = flag(0, "use at most N training images (0: all)")
+    export: bool = flag(True, "export into --models-dir/--name (--no-export: the run only)")
+    #: After exporting, also write the LiteRT fp32/int8 artifacts (``run.py convert``) and
+    #: record every backend's test accuracy in the metadata.
+    convert: bool = flag(True, "also write the LiteRT fp32/int8 copies (--no-convert: "
+                         "model.keras only)")
+    verbose: int = 1
