@@ -91,8 +91,8 @@ class Classifier:
 
         self.labels: tuple[str, ...] = LABELS
         if path.is_dir():
+            from core.errors import ModelError
             from core.runtimes import load_classifier
-            from server.errors import ModelError
 
             try:
                 clf = load_classifier(path, backend, threads=threads or None)
@@ -107,11 +107,13 @@ class Classifier:
         if threads > 0:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
-        import keras
+        from core.errors import ModelError
+        from core.model_dir import load_keras
 
-        import training.model  # noqa: F401  # registers the layers exported models use
-
-        model = keras.models.load_model(path, compile=False)
+        try:
+            model = load_keras(path)
+        except ModelError as exc:
+            raise ReportError(str(exc)) from exc
         if int(model.output_shape[-1]) != len(self.labels):
             raise ReportError(f"{path}: {model.output_shape[-1]} outputs, expected "
                               f"{len(self.labels)} ({', '.join(self.labels)})")
@@ -230,13 +232,11 @@ def _render(bg: np.ndarray, faces: list[tuple[np.ndarray, float, float, int, int
     return np.asarray(cv2.imdecode(jpg, cv2.IMREAD_COLOR))
 
 
-def pick_images(cfg: Synth, detector, classify: Classifier, labels: tuple[str, ...]
+def pick_images(cfg: Synth, pipeline, classify: Classifier, labels: tuple[str, ...]
                 ) -> list[list[tuple[str, np.ndarray]]]:
     """Per face slot, ``segments`` (class, image) pairs: consecutive classes differ, and each
     image is detected when rendered and classified as its class by the model where possible
     (otherwise a switch would not be a switch for this model)."""
-    from core.preprocess import crop_face
-
     rng = np.random.default_rng(cfg.seed)
     if not cfg.data.exists():
         raise ReportError(f"dataset not found: {cfg.data}")
@@ -264,12 +264,12 @@ def pick_images(cfg: Synth, detector, classify: Classifier, labels: tuple[str, .
                 for k, (sx, sy) in enumerate(centres * 3):
                     bgr = _render(bg, [(img, sx + 15 * (k % 3 - 1), sy, cfg.side, 0)], rng,
                                   cfg.noise, float(k))
-                    found = detector.detect(bgr)
-                    if not found:
+                    found = pipeline.faces(bgr)
+                    if not found.boxes:
                         break
-                if found:
+                if found is not None and found.boxes:
                     kept.append(img)
-                    crops.append(crop_face(bgr, found[0].box))
+                    crops.append(found.batch[0, :, :, 0])
             probs = classify(crops)
             ok = [int(np.argmax(p)) == labels.index(c) for p in probs]
             pool[c] = [(img, good) for img, good in zip(kept, ok)]
@@ -337,15 +337,15 @@ class Observed:
     segs: list[int]
 
 
-def observe(frames: Iterator[Frame], detector, classify: Classifier, n_labels: int
+def observe(frames: Iterator[Frame], pipeline, classify: Classifier, n_labels: int
             ) -> list[Observed]:
-    from core.preprocess import crop_face
-
+    """Faces and their probabilities in every frame (``core.pipeline``, as the server)."""
     obs: list[Observed] = []
     crops: list[np.ndarray] = []
     counts: list[int] = []
     for fr in frames:
-        boxes = [d.box for d in detector.detect(fr.bgr)]
+        ff = pipeline.faces(fr.bgr)
+        boxes = ff.boxes
         slots, segs = [], []
         for x, y, w, h in boxes:
             best, best_d = -1, float("inf")
@@ -355,7 +355,7 @@ def observe(frames: Iterator[Frame], detector, classify: Classifier, n_labels: i
                     best, best_d = s, d
             slots.append(best)
             segs.append(fr.truth[best][3] if best >= 0 else -1)
-        crops.extend(crop_face(fr.bgr, b) for b in boxes)
+        crops.extend(ff.batch[:, :, :, 0])
         counts.append(len(boxes))
         obs.append(Observed(fr.t, boxes, np.zeros((0, n_labels)), slots, segs))
     probs = classify(crops)
@@ -594,17 +594,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, model_path: Path, grid: list[tuple[float, float]]) -> int:
     from core.faces import FaceDetector
+    from core.pipeline import FacePipeline
     from server.tracker import DEFAULT_HYSTERESIS, DEFAULT_SMOOTHING_S
 
     classify = Classifier(model_path, args.threads, args.backend)
     labels = classify.labels
-    detector = FaceDetector(threads=1)
+    pipeline = FacePipeline(FaceDetector(threads=1))
     synth = None
     runs: list[list[Observed]] = []
     if args.video:
         if not Path(args.video).exists():
             raise ReportError(f"video not found: {args.video}")
-        runs.append(observe(video_frames(args.video, args.max_frames), detector, classify,
+        runs.append(observe(video_frames(args.video, args.max_frames), pipeline, classify,
                             len(labels)))
         source = args.video
     else:
@@ -612,8 +613,8 @@ def run(args: argparse.Namespace, model_path: Path, grid: list[tuple[float, floa
         for r in range(max(args.runs, 1)):
             synth = Synth(Path(args.data), args.faces, args.segments, args.hold, args.fps,
                           noise=args.noise, seed=args.seed + r)
-            images = pick_images(synth, detector, classify, labels)
-            runs.append(observe(synth_frames(synth, images), detector, classify, len(labels)))
+            images = pick_images(synth, pipeline, classify, labels)
+            runs.append(observe(synth_frames(synth, images), pipeline, classify, len(labels)))
             parts += ["face %d: %s" % (len(parts) + i + 1, " -> ".join(c for c, _ in seq))
                       for i, seq in enumerate(images)]
         source = (f"synthetic, real FER2013 validation faces ({'; '.join(parts)}); "
