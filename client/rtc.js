@@ -3,43 +3,8 @@
 // 'connected' or the first result arrives, and rejects (TransportError) otherwise; a rejection
 // that is not `fatal` means "try the WebSocket fallback".
 
-export class TransportError extends Error {
-  constructor(message, { status = 0, fatal = false, timeout = false } = {}) {
-    super(message);
-    this.name = "TransportError";
-    this.status = status;
-    this.fatal = fatal;
-    this.timeout = timeout;
-  }
-}
-
-/** Build a same-origin URL with an optional `token` query parameter. */
-export function withToken(path, token) {
-  if (!token) return path;
-  const sep = path.includes("?") ? "&" : "?";
-  return `${path}${sep}token=${encodeURIComponent(token)}`;
-}
-
-/** Turn an HTTP error response into a TransportError carrying the server's `error` text. */
-export async function httpError(resp, what) {
-  let text = "";
-  try {
-    const body = await resp.clone().json();
-    if (body && typeof body.error === "string") text = body.error;
-  } catch (_) {
-    try { text = (await resp.text()).slice(0, 200); } catch (_) { /* ignore */ }
-  }
-  const status = resp.status;
-  let message;
-  if (status === 503) {
-    message = /capacity/i.test(text)
-      ? text.charAt(0).toUpperCase() + text.slice(1)
-      : `Server at capacity${text ? `: ${text}` : "; try again later"}`;
-  }
-  else if (status === 401 || status === 403) message = `Not authorised: ${text || "a valid access token is required"}`;
-  else message = `${what} failed (HTTP ${status})${text ? `: ${text}` : ""}`;
-  return new TransportError(message, { status, fatal: status === 503 || status === 401 || status === 403 });
-}
+import { TransportError, httpError, withToken } from "./net.js";
+import { PONG, parseMessage, pingMessage } from "./protocol.js";
 
 function waitIceGathering(pc, timeoutMs) {
   return new Promise((resolve) => {
@@ -60,22 +25,13 @@ function waitIceGathering(pc, timeoutMs) {
   });
 }
 
-function decode(data) {
-  if (typeof data === "string") return data;
-  try {
-    return new TextDecoder().decode(data);
-  } catch (_) {
-    return null;
-  }
-}
-
 export class RtcTransport {
   /**
    * @param {object} o
    * @param {MediaStream} o.stream camera stream
    * @param {RTCIceServer[]} o.iceServers
    * @param {string} [o.token] access token for /offer
-   * @param {(msg: object) => void} o.onResult every result message
+   * @param {(msg: object) => void} o.onResult every valid result message (see protocol.js)
    * @param {(reason: string) => void} o.onLost connection lost after it was up
    * @param {(ms: number) => void} [o.onRtt] data-channel round trip
    * @param {(text: string) => void} [o.onServerError] `{"type":"error"}` messages
@@ -217,22 +173,15 @@ export class RtcTransport {
 
   _onMessage(data) {
     if (this.closed) return;
-    const text = decode(data);
-    if (text === null) return;
-    let msg;
-    try {
-      msg = JSON.parse(text);
-    } catch (_) {
-      return;
-    }
-    if (!msg || typeof msg !== "object") return;
+    const msg = parseMessage(data);
+    if (!msg) return; // not JSON, or a malformed result
     switch (msg.type) {
       case "result":
         this._markReady();
         this.o.onResult(msg);
         break;
       case "ping":
-        this._send({ type: "pong" });
+        this._send(PONG);
         break;
       case "pong":
         if (this._pingSentAt) {
@@ -242,7 +191,7 @@ export class RtcTransport {
         }
         break;
       case "error":
-        if (this.o.onServerError && typeof msg.error === "string") this.o.onServerError(msg.error);
+        if (this.o.onServerError && msg.error !== null) this.o.onServerError(msg.error);
         break;
       default:
         break; // unknown message types are ignored
@@ -262,7 +211,7 @@ export class RtcTransport {
 
   _sendPing() {
     if (this.closed || this._pingSentAt) return;
-    if (this._send({ type: "ping", t: Date.now() })) this._pingSentAt = performance.now();
+    if (this._send(pingMessage())) this._pingSentAt = performance.now();
   }
 
   _startPings() {

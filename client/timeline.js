@@ -4,7 +4,7 @@
 // State for tests: `stateObj` (window.facedapps.timeline): {points, faceIds, face, polls, ...}.
 
 import { LABELS, colorFor } from "./labels.js";
-import { withToken } from "./rtc.js";
+import { httpStatusText, withToken } from "./net.js";
 
 export const WINDOW_S = 60;
 export const POLL_MS = 2000;
@@ -20,14 +20,6 @@ export function timelineUrl(session, fmt, token) {
 /** A file-name-safe session id. */
 function safeName(session) {
   return String(session).replace(/[^A-Za-z0-9_.-]/g, "_");
-}
-
-async function errorText(resp) {
-  try {
-    const body = await resp.clone().json();
-    if (body && typeof body.error === "string") return `HTTP ${resp.status}: ${body.error}`;
-  } catch (_) { /* not JSON */ }
-  return `HTTP ${resp.status}`;
 }
 
 /** Save `blob` as `filename` through a temporary download anchor. */
@@ -151,7 +143,7 @@ export class Timeline {
                                { cache: "no-store", signal: ctrl.signal });
       if (gen !== this.gen) return;
       if (!resp.ok) {
-        const text = await errorText(resp);
+        const text = await httpStatusText(resp);
         if (gen !== this.gen) return;
         this.state.error = text;
         this.setNote(`Timeline unavailable (${text})`);
@@ -195,7 +187,7 @@ export class Timeline {
     this.updateButtons();
     try {
       const resp = await fetch(timelineUrl(session, fmt, this.token()), { cache: "no-store" });
-      if (!resp.ok) throw new Error(await errorText(resp));
+      if (!resp.ok) throw new Error(await httpStatusText(resp));
       const text = await resp.text();
       const type = fmt === "csv" ? "text/csv" : "application/json";
       saveBlob(new Blob([text], { type }), `timeline-${safeName(session)}.${fmt}`);

@@ -3,12 +3,8 @@
 // (quality 0.7) and sent as one binary message; only one frame is in flight: the next one goes
 // when the previous frame's result arrives, or after a 1 s timeout.
 
-import { TransportError, withToken } from "./rtc.js";
-
-export function wsUrl(path, token) {
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${proto}//${location.host}${withToken(path, token)}`;
-}
+import { TransportError, wsUrl } from "./net.js";
+import { PONG, parseMessage } from "./protocol.js";
 
 export class WsTransport {
   /**
@@ -93,16 +89,8 @@ export class WsTransport {
 
   _onMessage(data) {
     if (this.closed) return;
-    if (typeof data !== "string") {
-      try { data = new TextDecoder().decode(data); } catch (_) { return; }
-    }
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch (_) {
-      return;
-    }
-    if (!msg || typeof msg !== "object") return;
+    const msg = parseMessage(data);
+    if (!msg) return; // not JSON, or a malformed result (the frame timeout moves on)
     if (msg.type === "result") {
       if (this.inFlight) {
         if (this.o.onRtt) this.o.onRtt(performance.now() - this.sentAt);
@@ -110,11 +98,11 @@ export class WsTransport {
       }
       this.o.onResult(msg);
     } else if (msg.type === "hello") {
-      if (typeof msg.session === "string") this.session = msg.session;
+      if (msg.session !== null) this.session = msg.session;
     } else if (msg.type === "ping") {
-      this._sendText({ type: "pong" });
+      this._sendText(PONG);
     } else if (msg.type === "error") {
-      if (typeof msg.error === "string") {
+      if (msg.error !== null) {
         this._serverError = msg.error;
         if (this.o.onServerError) this.o.onServerError(msg.error);
       }

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.make_face_video import HEIGHT, WIDTH, make_frames, write_y4m
+from bench.face_video import HEIGHT, WIDTH, make_frames, write_y4m
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
@@ -42,7 +42,7 @@ def test_y4m_layout(tmp_path):
 
 
 def test_detector_finds_the_face_in_most_frames():
-    from training.faces import FaceDetector
+    from core.faces import FaceDetector
 
     det = FaceDetector()
     frames = make_frames(seconds=6, fps=15)[::3]  # every image, several positions
@@ -52,7 +52,7 @@ def test_detector_finds_the_face_in_most_frames():
 
 def test_cli(tmp_path):
     out = tmp_path / "cli.y4m"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_face_video.py"), str(out),
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "face_video.py"), str(out),
                         "--seconds", "0.4"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes().startswith(b"YUV4MPEG2 W640 H480 F15:1")
