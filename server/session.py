@@ -15,11 +15,11 @@ from typing import Any, Awaitable, Callable
 from core.errors import ImageError
 from core.pipeline import face_dict
 from core.preprocess import LABELS
+from core.tracker import FaceTracker
 from server.engine import Engine
 from server.errors import CapacityError, client_message
 from server.protocol import result_message
 from server.timeline import Timeline
-from server.tracker import FaceTracker
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ trained classifier over a video, or by default over a synthetic sequence of real
 (position/size jitter, brightness drift, sensor noise, JPEG artefacts). Each face holds one
 image for ``--hold`` seconds, then switches to an image of another class.
 
-Detector and classifier run once; ``server.tracker.FaceTracker`` is then replayed for each
+Detector and classifier run once; ``core.tracker.FaceTracker`` is then replayed for each
 (``smoothing_s``, ``hysteresis``) pair. Printed per pair: label changes per face per second
 (raw argmax vs smoothed decision), agreement with a reference label, and (synthetic only) the
 reaction delay: seconds from a switch until the decision first reaches / settles on (stays on
@@ -387,7 +387,7 @@ def _series(obs: list[Observed], labels: tuple[str, ...], smoothing_s: float,
             hysteresis: float, by_slot: bool) -> dict[int, dict[str, list]]:
     """Replay the tracker; per face slot (synthetic) or track id (video): t, raw, smoothed,
     segment and track id of every detection."""
-    from server.tracker import FaceTracker
+    from core.tracker import FaceTracker
 
     tracker = FaceTracker(labels, smoothing_s=smoothing_s, hysteresis=hysteresis)
     series: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, model_path: Path, grid: list[tuple[float, float]]) -> int:
     from core.faces import FaceDetector
     from core.pipeline import FacePipeline
-    from server.tracker import DEFAULT_HYSTERESIS, DEFAULT_SMOOTHING_S
+    from core.tracker import DEFAULT_HYSTERESIS, DEFAULT_SMOOTHING_S
 
     classify = Classifier(model_path, args.threads, args.backend)
     labels = classify.labels

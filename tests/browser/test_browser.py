@@ -3,7 +3,7 @@
 The server runs in-process (aiohttp AppRunner on 127.0.0.1, free port, own thread and event
 loop) with the deterministic fake classifier, so these tests check the transport, detection and
 the page, not the model. Chromium is driven by Playwright (no browser download: the system
-``chromium`` is used) with Chromium's fake media flags; see docs in tools/make_face_video.py.
+``chromium`` is used) with Chromium's fake media flags; see docs in bench/face_video.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -50,9 +49,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from aiohttp import web  # noqa: E402
 
+from bench.face_video import make_video  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
-from tools.make_face_video import make_video  # noqa: E402
 
 # A result is overlaid: the canvas has drawn (non-transparent) pixels.
 OVERLAY_PIXELS_JS = """() => {
@@ -230,11 +229,10 @@ def check_result(msg: dict) -> None:
     assert list(face["scores"]) == LABELS
 
 
-def measure_rate(page, seconds: float = 3.0) -> float:
-    n0, t0 = state(page)["results"], time.monotonic()
-    page.wait_for_timeout(seconds * 1000)
-    n1, t1 = state(page)["results"], time.monotonic()
-    return (n1 - n0) / (t1 - t0)
+def results_keep_coming(page, transport: str, more: int = 10) -> dict:
+    """Wait (bounded) for ``more`` results beyond those counted so far: the stream goes on.
+    How many per second is the benchmark's business, not a test's."""
+    return wait_results(page, state(page)["results"] + more, transport)
 
 
 def stop_and_check(page) -> None:
@@ -250,13 +248,38 @@ def stop_and_check(page) -> None:
         polling=250)
 
 
-def test_webrtc_end_to_end(server, page, tmp_path):
-    open_page(page, server + "/")
+def start_running(page, url: str, transport: str, n: int = 5) -> dict:
+    """Open the page at ``url``, click Start, wait (bounded) for ``n`` results over
+    ``transport``; returns the page state."""
+    open_page(page, url)
     page.click("#start")
-    s = wait_results(page, 5, "webrtc")
+    return wait_results(page, n, transport)
+
+
+@pytest.fixture
+def webrtc_page(server, page):
+    """The page running over WebRTC (5 results in)."""
+    start_running(page, server + "/", "webrtc")
+    return page
+
+
+@pytest.fixture
+def ws_page(server, page):
+    """The page running over the WebSocket transport (5 results in)."""
+    start_running(page, server + "/?transport=ws", "ws")
+    return page
+
+
+def test_webrtc_results_arrive_without_fallback(webrtc_page):
+    page = webrtc_page
+    s = state(page)
     check_result(s["lastResult"])
     assert s["fallback"] is False
+    assert page.errors == []
 
+
+def test_webrtc_overlay_bars_and_readout(webrtc_page):
+    page = webrtc_page
     pixels = wait_overlay(page)
     assert pixels > 200, pixels
     # Bars show the largest face (the fake classifier always says happy 94%).
@@ -264,41 +287,57 @@ def test_webrtc_end_to_end(server, page, tmp_path):
     assert page.inner_text("#bars .bar-row[data-label=happy] .pct") == "94%"
     assert page.inner_text("#r-transport") == "WebRTC"
     assert page.inner_text("#r-faces") == "1"
+    assert page.errors == []
 
-    rate = measure_rate(page)
-    print(f"\nWebRTC: {rate:.1f} results/s (page fps readout {state(page)['fps']}, "
-          f"server latency {state(page)['lastResult']['latency_ms']} ms, "
-          f"data-channel rtt {state(page)['rttMs']} ms)")
-    assert rate >= 1.0, f"only {rate:.2f} results/s over WebRTC"
-    assert "results/s" in page.inner_text("#r-fps")
 
+def test_webrtc_results_keep_coming(webrtc_page):
+    page = webrtc_page
+    s = results_keep_coming(page, "webrtc")
+    check_result(s["lastResult"])
+    print(f"\nWebRTC: page fps readout {s['fps']}, server latency "
+          f"{s['lastResult']['latency_ms']} ms, data-channel rtt {s['rttMs']} ms")
+    page.wait_for_function(  # the readout shows a rate once results keep arriving
+        "() => document.getElementById('r-fps').innerText.includes('results/s')",
+        timeout=10_000)
+    assert page.errors == []
+
+
+def test_webrtc_screenshot(webrtc_page, tmp_path):
+    page = webrtc_page
     wait_overlay(page)
     shot = Path(SCREENSHOT_ENV) if SCREENSHOT_ENV else tmp_path / "screenshot.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
-
-    stop_and_check(page)
     assert page.errors == []
 
 
-def test_websocket_transport(server, page):
-    open_page(page, server + "/?transport=ws")
-    page.click("#start")
-    s = wait_results(page, 5, "ws")
-    check_result(s["lastResult"])
+def test_webrtc_stop_clears_the_page_and_frees_the_session(webrtc_page):
+    stop_and_check(webrtc_page)
+    assert webrtc_page.errors == []
+
+
+def test_websocket_results_and_overlay(ws_page):
+    page = ws_page
+    check_result(state(page)["lastResult"])
     assert wait_overlay(page) > 200
     assert page.inner_text("#r-transport") == "WebSocket"
-
-    rate = measure_rate(page)
-    s = state(page)
-    print(f"\nWebSocket: {rate:.1f} results/s (server latency {s['lastResult']['latency_ms']} ms, "
-          f"frame round trip {s['rttMs']} ms)")
-    assert rate >= 1.0, f"only {rate:.2f} results/s over the WebSocket"
-    assert s["rttMs"] is not None and s["rttMs"] > 0
-
-    stop_and_check(page)
     assert page.errors == []
+
+
+def test_websocket_results_keep_coming_with_a_round_trip_time(ws_page):
+    page = ws_page
+    s = results_keep_coming(page, "ws")
+    check_result(s["lastResult"])
+    print(f"\nWebSocket: server latency {s['lastResult']['latency_ms']} ms, "
+          f"frame round trip {s['rttMs']} ms")
+    assert s["rttMs"] is not None and s["rttMs"] > 0
+    assert page.errors == []
+
+
+def test_websocket_stop_clears_the_page_and_frees_the_session(ws_page):
+    stop_and_check(ws_page)
+    assert ws_page.errors == []
 
 
 def test_falls_back_to_websocket_when_webrtc_does_not_connect(server, page):
@@ -352,39 +391,72 @@ def token_server(tmp_path, fake_classifier):
     yield from serve_in_thread(tmp_path, fake_classifier, access_token="s3cret-token")
 
 
-def test_access_token(token_server, page):
-    # Without a token the page asks for one instead of starting the camera.
+def test_access_token_missing_asks_for_one(token_server, page):
+    """Without a token the page asks for one instead of starting the camera."""
     open_page(page, token_server + "/")
     assert state(page)["config"]["access_token_required"] is True
     assert page.is_visible("#token")
     page.click("#start")
     page.wait_for_function("() => window.facedapps.state === 'error'", timeout=10_000)
     assert "access token" in page.inner_text("#error")
+    assert page.errors == []
 
-    # A wrong token: the server's 401 is shown, with no fallback.
+
+def test_access_token_wrong_shows_the_servers_401(token_server, page):
+    """A wrong token: the server's 401 is shown, with no fallback."""
     open_page(page, token_server + "/?token=wrong")
     page.click("#start")
     page.wait_for_function("() => window.facedapps.state === 'error'", timeout=15_000)
     assert "Not authorised" in page.inner_text("#error")
-
-    # The right token in the link: both transports work.
-    for transport in ("webrtc", "ws"):
-        open_page(page, token_server + f"/?token=s3cret-token&transport={transport}")
-        assert not page.is_visible("#token")
-        page.click("#start")
-        check_result(wait_results(page, 3, transport)["lastResult"])
-        page.click("#stop")
+    assert state(page)["transport"] is None
     assert page.errors == []
 
 
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+def test_access_token_right_in_the_link_works(token_server, page, transport):
+    open_page(page, token_server + f"/?token=s3cret-token&transport={transport}")
+    assert not page.is_visible("#token")
+    page.click("#start")
+    check_result(wait_results(page, 3, transport)["lastResult"])
+    page.click("#stop")
+    assert page.errors == []
+
+
+# The first getUserMedia call waits until the test calls window.__camera.release(), so a test
+# can act while the page is starting; every stream handed out is kept in window.__camera.streams.
+HOLD_FIRST_CAMERA_JS = """(() => {
+  const md = navigator.mediaDevices;
+  const real = md.getUserMedia.bind(md);
+  let held = true;
+  window.__camera = { release: null, streams: [] };
+  md.getUserMedia = async (constraints) => {
+    if (held) {
+      held = false;
+      await new Promise((resolve) => { window.__camera.release = resolve; });
+    }
+    const stream = await real(constraints);
+    window.__camera.streams.push(stream);
+    return stream;
+  };
+})();"""
+
+
 def test_stop_while_connecting_then_restart(server, page):
+    page.add_init_script(HOLD_FIRST_CAMERA_JS)
     open_page(page, server + "/")
     page.click("#start")
-    page.wait_for_function("() => window.facedapps.state === 'starting'", timeout=5_000)
+    page.wait_for_function("() => window.__camera.release !== null", timeout=5_000)
+    assert state(page)["state"] == "starting"  # waiting for the camera
     page.click("#stop")  # cancels the start in flight
     page.wait_for_function("() => window.facedapps.state === 'idle'", timeout=5_000)
-    page.wait_for_timeout(500)
+    # The camera opens only now: the cancelled start must give it back and go no further.
+    page.evaluate("() => window.__camera.release()")
+    page.wait_for_function(
+        """() => window.__camera.streams.length === 1
+                 && window.__camera.streams[0].getTracks().every(t => t.readyState === 'ended')""",
+        timeout=10_000)
     assert state(page)["state"] == "idle" and state(page)["transport"] is None
+    assert page.evaluate("() => document.getElementById('video').srcObject") is None
     # Start again: a fresh camera stream and peer connection work.
     page.click("#start")
     check_result(wait_results(page, 3, "webrtc")["lastResult"])

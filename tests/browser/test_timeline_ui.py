@@ -34,6 +34,8 @@ pytestmark = [
 ]
 
 CSV_HEADER = "face_id,second,n," + ",".join(LABELS)
+#: The page's timeline poll interval (client/timeline.js POLL_MS).
+POLL_MS = 2000
 
 # Pixels of the timeline canvas drawn in the "happy" line's colour (#ffd54f, labels.js): the fake
 # classifier says happy 94%, so that line must be on the chart. Tolerant of antialiasing.
@@ -76,19 +78,51 @@ def download(page, button: str, tmp_path) -> tuple[str, str]:
     return dl.suggested_filename, path.read_text()
 
 
-def test_timeline_chart_and_downloads(server, page, tmp_path):
-    open_page(page, server + "/")
-    # No live session: nothing to download.
-    assert not page.is_enabled("#timeline-csv") and not page.is_enabled("#timeline-json")
-    assert timeline(page)["points"] == 0
-
+def start_charting(page, url: str) -> tuple[str, dict]:
+    """Open the page, start over WebRTC, wait (bounded) for a chart of 2 points; returns
+    (session id, timeline state)."""
+    open_page(page, url)
     page.click("#start")
     wait_results(page, 5, "webrtc")
     session = state(page)["session"]
     assert isinstance(session, str) and session
-    assert page.is_enabled("#timeline-csv") and page.is_enabled("#timeline-json")
+    return session, wait_points(page, 2)
 
-    tl = wait_points(page, 2)
+
+@pytest.fixture
+def charted(server, page) -> tuple:
+    """The page running over WebRTC with a chart of at least 2 points: (page, session, tl)."""
+    session, tl = start_charting(page, server + "/")
+    return page, session, tl
+
+
+def shots_folder(tmp_path) -> Path:
+    shots = os.environ.get("FACEDAPPS_TIMELINE_SHOTS")  # a folder to keep the pictures in
+    folder = Path(shots) if shots else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def settle(page) -> None:
+    """Wait for a round trip to the server from the page: requests that the page's timers
+    started before it have been issued (and reported to the test) by the time it returns."""
+    assert page.evaluate("async () => (await fetch('/healthz', {cache: 'no-store'})).ok")
+
+
+def test_downloads_are_enabled_only_with_a_live_session(server, page):
+    open_page(page, server + "/")
+    # No live session: nothing to download.
+    assert not page.is_enabled("#timeline-csv") and not page.is_enabled("#timeline-json")
+    assert timeline(page)["points"] == 0
+    page.click("#start")
+    wait_results(page, 3, "webrtc")
+    assert page.is_enabled("#timeline-csv") and page.is_enabled("#timeline-json")
+    page.click("#stop")
+    assert page.errors == []
+
+
+def test_timeline_chart_draws_the_face(charted, tmp_path):
+    page, session, tl = charted
     assert tl["faceIds"], tl
     assert tl["face"] in tl["faceIds"], tl
     assert tl["polls"] >= 1 and tl["error"] is None, tl
@@ -98,15 +132,16 @@ def test_timeline_chart_and_downloads(server, page, tmp_path):
     # The face select lists the face ids present.
     options = page.eval_on_selector_all("#timeline-face option", "os => os.map(o => o.value)")
     assert options[0] == "auto" and [int(v) for v in options[1:]] == sorted(tl["faceIds"])
-
-    page.wait_for_timeout(300)  # let the chart settle for the picture
-    shots = os.environ.get("FACEDAPPS_TIMELINE_SHOTS")  # a folder to keep the pictures in
-    folder = Path(shots) if shots else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
+    # Pictures for people (not compared): a screenshot captures a freshly rendered frame.
+    folder = shots_folder(tmp_path)
     page.locator("#timeline").screenshot(path=str(folder / "timeline.png"))
     page.screenshot(path=str(folder / "page.png"))
+    assert page.errors == []
 
-    # CSV: header and rows of a face id present on the chart.
+
+def test_timeline_csv_download(charted, tmp_path):
+    """Header and rows of a face id present on the chart."""
+    page, session, tl = charted
     name, text = download(page, "#timeline-csv", tmp_path)
     assert name == f"timeline-{session}.csv"
     lines = text.splitlines()
@@ -119,8 +154,12 @@ def test_timeline_chart_and_downloads(server, page, tmp_path):
         assert int(r["n"]) >= 1 and int(r["second"]) >= 0
         assert abs(sum(float(r[label]) for label in LABELS) - 1.0) < 0.01, r
     assert max(float(r["happy"]) for r in rows) > 0.9
+    assert page.errors == []
 
-    # JSON: the labels in order, and per-second records of the face ids.
+
+def test_timeline_json_download(charted, tmp_path):
+    """The labels in order, and per-second records of the face ids."""
+    page, session, tl = charted
     name, text = download(page, "#timeline-json", tmp_path)
     assert name == f"timeline-{session}.json"
     data = json.loads(text)
@@ -130,28 +169,40 @@ def test_timeline_chart_and_downloads(server, page, tmp_path):
     for recs in data["faces"].values():
         for rec in recs:
             assert len(rec["probs"]) == len(LABELS) and rec["n"] >= 1 and rec["t"] >= 0
+    assert page.errors == []
 
-    # Stop: polling stops, downloads are disabled, no request is left in flight.
+
+def test_stop_ends_polling_and_disables_downloads(server, page):
+    """Stop: polling stops, downloads are disabled, no request is left in flight, and no poll
+    happens later (checked on the page's own clock, not by waiting)."""
+    page.clock.install()  # the page's timers run as usual until the test moves the clock
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/timeline.json" in r.url else None)
+    start_charting(page, server + "/")
     page.click("#stop")
     page.wait_for_function("() => window.facedapps.state === 'idle'", timeout=5_000)
     tl = timeline(page)
     assert tl["polling"] is False and tl["inFlight"] is False and tl["session"] is None, tl
     assert not page.is_enabled("#timeline-csv") and not page.is_enabled("#timeline-json")
-    polls = tl["polls"]
-    page.wait_for_timeout(2_500)  # more than one poll interval
+    polls, sent = tl["polls"], len(requests)
+    page.clock.run_for(3 * POLL_MS)  # three poll intervals at once: a leftover poll fires now
+    settle(page)
     assert timeline(page)["polls"] == polls, "polling went on after Stop"
+    assert len(requests) == sent, requests[sent:]
     assert page.errors == []
 
 
 def test_timeline_polls_one_request_at_a_time(server, page):
     """While a timeline request is unanswered, no second one is sent; polling resumes after."""
     held = []
+    page.clock.install()  # the page's timers run as usual until the test moves the clock
     open_page(page, server + "/")
     page.route("**/api/sessions/*/timeline.json*", lambda route: held.append(route))
     page.click("#start")
     wait_results(page, 3, "webrtc")
     page.wait_for_function("() => window.facedapps.timeline.inFlight === true", timeout=10_000)
-    page.wait_for_timeout(5_000)  # two and a half poll intervals
+    page.clock.run_for(POLL_MS * 5 // 2)  # two and a half poll intervals, at once
+    settle(page)
     assert len(held) == 1, f"{len(held)} timeline requests in flight at once"
     held[0].continue_()
     page.unroute("**/api/sessions/*/timeline.json*")  # later polls go straight through
@@ -194,9 +245,7 @@ def test_timeline_window_and_face_select(server, page, tmp_path, transport):
     tl = timeline(page)
     assert tl["face"] == 7 and tl["points"] == 9, tl
     assert page.evaluate(HAPPY_PIXELS_JS) > 20
-    shots = os.environ.get("FACEDAPPS_TIMELINE_SHOTS")
-    folder = Path(shots) if shots else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = shots_folder(tmp_path)
     page.locator("#timeline").screenshot(path=str(folder / "timeline-face7.png"))
     page.select_option("#timeline-face", "auto")
     assert timeline(page)["face"] == 3

@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from server import timeline as timeline_module
 from server.timeline import Timeline
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -64,13 +66,17 @@ def test_empty_timeline():
     assert tl.to_csv() == HEADER + "\n"
 
 
-def test_start_defaults_to_wall_clock_of_first_sample():
-    import time
-
+def test_start_defaults_to_wall_clock_of_first_sample(monkeypatch):
+    """``start`` is the wall clock read when the first sample arrives (not at construction),
+    and later samples do not move it. The wall clock is a fake, so no tolerance is needed."""
+    wall = SimpleNamespace(time=lambda: 1_700_000_000.0)
+    monkeypatch.setattr(timeline_module, "time", wall)
     tl = Timeline(LABELS)
-    before = time.time()
+    wall.time = lambda: 1_700_000_123.5
     tl.add(5.0, 1, vec(0))
-    assert before - 1 <= tl.to_json()["start"] <= time.time() + 1
+    wall.time = lambda: 1_700_009_999.0
+    tl.add(6.0, 1, vec(0))
+    assert tl.to_json()["start"] == 1_700_000_123.5
 
 
 def test_explicit_t0_and_samples_before_it():
@@ -129,7 +135,8 @@ def test_thread_safety_smoke():
     for th in threads:
         th.start()
     for th in threads:
-        th.join(timeout=30)
+        th.join(timeout=30)  # bounded: a deadlock fails below instead of hanging the run
+    assert not any(th.is_alive() for th in threads), "a thread is stuck (deadlock?)"
     js = tl.to_json()
     for f in range(n_threads):
         buckets = js["faces"][str(f)]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from server.tracker import FaceTracker, TrackedFace
+from core.tracker import FaceTracker, TrackedFace
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 HAPPY, SAD, NEUTRAL = 3, 4, 6
@@ -288,15 +286,23 @@ def test_repeated_timestamps_still_update():
     assert face.label == "sad" and face.id == 1
 
 
-def test_update_is_cheap():
-    tr = FaceTracker(LABELS)
+def test_work_per_update_stays_bounded_over_a_long_stream():
+    """What keeps ``update`` cheap (its speed is measured by the benchmark, not here): the work
+    of a frame depends on the faces of that frame and the few tracks alive, never on the length
+    of the stream. Over 20 minutes of faces coming and going, the live tracks are always the
+    faces present plus those still coasting (at most ``max_missed`` frames), so nothing grows."""
+    tr = FaceTracker(LABELS, max_missed=5)
     rng = np.random.default_rng(5)
-    probs = rng.dirichlet(np.ones(7), size=3)
-    times = []
-    for k in range(300):
-        boxes = [box_at(100 + k, 200), box_at(320, 240 + k % 7), box_at(540 - k, 260)]
-        t0 = time.perf_counter()
-        tr.update(k / FPS, boxes, probs)
-        times.append(time.perf_counter() - t0)
-    # Budget is 0.2 ms for a few faces; generous bound so a loaded CI machine does not flake.
-    assert float(np.median(times)) < 1e-3
+    visits = 0
+    for k in range(18_000):  # 20 min at 15 fps; a new visitor every 2 s, staying 1 s
+        if k % 30 == 0:
+            visits += 1
+        sway = abs(k % 600 - 300)  # two faces sway left and right, 1 px per frame
+        boxes = [box_at(100 + sway, 100), box_at(540 - sway, 380)]
+        if k % 30 < 15:
+            boxes.append(box_at(150 + 340 * (visits % 2), 240))
+        out = tr.update(k / FPS, boxes, rng.dirichlet(np.ones(7), size=len(boxes)))
+        assert len(out) == len(boxes)
+        assert len(tr.active_ids) <= len(boxes) + 1, (k, tr.active_ids)  # + one coasting
+    assert [f.id for f in out[:2]] == [1, 2]  # the two steady faces kept their ids throughout
+    assert len(tr.active_ids) <= 3

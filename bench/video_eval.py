@@ -1,0 +1,363 @@
+"""Real-video evaluation: labelled clips replayed through the live path, at their own timing.
+
+``python run.py evaluate-video --clips DIR`` reads ``DIR/labels.csv`` (``file,label,...``),
+decodes each clip with PyAV at ``--fps`` (default 15, what the page asks a webcam for; frames
+are picked by timestamp), and runs every kept frame through the same code as a live session:
+``core.pipeline`` (detection, crop, preprocessing), the classifier runtime the server would use,
+and a ``FaceTracker`` with the temporal filter, stamped with the clip's own timestamps. It prints
+per clip and overall, for the shown (filtered) label and for the raw argmax: clip accuracy (the
+most shown label is the clip's), frame accuracy, label changes per second, time to the first
+correct label; and the reaction to a change of expression on clips of one actor played back to
+back (:func:`switch_pairs`).
+
+``--grid`` evaluates a grid of filters on the same frames (the classifier runs once) and picks
+one by the rule in :func:`choose` (stated before the grid was first run; see the README).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from core.pipeline import FacePipeline
+from core.preprocess import LABELS
+from core.temporal import UNCERTAIN_BELOW, FilterConfig
+from core.tracker import FaceTracker
+
+log = logging.getLogger(__name__)
+
+
+class ClipError(ValueError):
+    """A clip folder or file that cannot be used (one clear line for the CLI)."""
+
+
+@dataclass
+class Clip:
+    path: Path
+    label: str
+
+
+@dataclass
+class FrameObs:
+    """What the detector and classifier saw in one frame (the classifier runs once per clip)."""
+
+    t: float
+    boxes: list[tuple[int, int, int, int]]
+    probs: np.ndarray
+
+
+@dataclass
+class Observed:
+    clip: Clip
+    frames: list[FrameObs]
+    fps: float
+
+
+@dataclass
+class Shown:
+    """Per frame with a face: time, the shown label (index), its confidence, the raw argmax."""
+
+    t: list[float] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    raw: list[int] = field(default_factory=list)
+
+
+def read_clips(folder: str | Path) -> list[Clip]:
+    """The clips of ``folder/labels.csv`` (``file,label``; labels are the interface's)."""
+    d = Path(folder)
+    index = d / "labels.csv"
+    if not index.is_file():
+        raise ClipError(f"{d}: no labels.csv (needs the columns file,label)")
+    clips = []
+    with index.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            name, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
+            if label not in LABELS:
+                raise ClipError(f"{index}: {name}: label {label!r} is not one of "
+                                f"{', '.join(LABELS)}")
+            if not (d / name).is_file():
+                raise ClipError(f"{index}: {name} is missing")
+            clips.append(Clip(d / name, label))
+    if not clips:
+        raise ClipError(f"{index}: no clips listed")
+    return clips
+
+
+def decode(path: Path, fps: float | None) -> Iterator[tuple[float, np.ndarray]]:
+    """``(seconds from the first frame, BGR frame)``; with ``fps``, frames are kept by
+    timestamp so that at most ``fps`` per second remain (as a camera at that rate)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ClipError(f"{path}: cannot open as video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise ClipError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        t0: float | None = None
+        next_t = 0.0
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            t0 = t if t0 is None else t0
+            t -= t0
+            if fps and t + 1e-6 < next_t:
+                continue
+            next_t = t + 1.0 / fps if fps else t
+            yield t, frame.to_ndarray(format="bgr24")
+
+
+def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | None) -> Observed:
+    frames = []
+    for t, bgr in decode(clip.path, fps):
+        ff = pipeline.faces(bgr)
+        probs = classifier.predict_batch(ff.batch) if ff.boxes else np.zeros((0, len(LABELS)))
+        frames.append(FrameObs(t, list(ff.boxes), np.asarray(probs, np.float64)))
+    if not frames:
+        raise ClipError(f"{clip.path}: no frames decoded")
+    span = frames[-1].t - frames[0].t
+    return Observed(clip, frames, (len(frames) - 1) / span if span > 0 else 0.0)
+
+
+def replay(frames: Sequence[FrameObs], filt: FilterConfig) -> Shown:
+    """The shown label of the main face (the track seen most often) frame by frame, through
+    the session's tracker and filter."""
+    tracker = FaceTracker(LABELS, filter=filt)
+    per_frame = []
+    for fo in frames:
+        tracked = tracker.update(fo.t, fo.boxes, fo.probs)
+        per_frame.append((fo.t, tracked, fo.probs))
+    ids = Counter(tf.id for _, tracked, _ in per_frame for tf in tracked)
+    out = Shown()
+    if not ids:
+        return out
+    main = ids.most_common(1)[0][0]
+    for t, tracked, probs in per_frame:
+        for tf, p in zip(tracked, probs):
+            if tf.id == main:
+                out.t.append(t)
+                out.label.append(LABELS.index(tf.label))
+                out.confidence.append(tf.score)
+                out.raw.append(int(np.argmax(p)))
+    return out
+
+
+def _changes(seq: Sequence[int]) -> int:
+    return sum(1 for a, b in zip(seq, seq[1:]) if a != b)
+
+
+def clip_metrics(shown: Shown, label: str, duration: float) -> dict:
+    """Shown-label and raw-argmax figures of one clip."""
+    k = LABELS.index(label)
+    out: dict[str, Any] = {"frames": len(shown.t)}
+    for name, seq in (("shown", shown.label), ("raw", shown.raw)):
+        if not seq:
+            out[name] = {"majority": None, "clip_correct": False, "frame_accuracy": 0.0,
+                         "changes_per_s": 0.0, "first_correct_s": None}
+            continue
+        first = next((t for t, s in zip(shown.t, seq) if s == k), None)
+        majority = Counter(seq).most_common(1)[0][0]
+        out[name] = {"majority": LABELS[majority], "clip_correct": majority == k,
+                     "frame_accuracy": float(np.mean(np.asarray(seq) == k)),
+                     "changes_per_s": _changes(seq) / max(duration, 1e-6),
+                     "first_correct_s": None if first is None else first - shown.t[0]}
+    out["uncertain_share"] = (float(np.mean(np.asarray(shown.confidence) < UNCERTAIN_BELOW))
+                              if shown.confidence else 0.0)
+    return out
+
+
+def _actor(clip: Clip) -> tuple[str, str] | None:
+    """``(actor, expression key)`` for clips whose actor is known from the name."""
+    name = clip.path.stem
+    if name.startswith("mead__dreamtalk__"):
+        return name.split("__")[2].split("_")[0], clip.label
+    if name.startswith("enterface05__"):
+        parts = name.split("__")[2].split("_")  # s1_an_1
+        return f"{parts[0]}-take{parts[2]}", clip.label
+    return None
+
+
+def switch_pairs(clips: Sequence[Clip]) -> list[tuple[int, int]]:
+    """Clip index pairs ``(a, b)`` of one actor played back to back, a change of expression
+    at the joint. Rule (fixed before any measurement): for every actor with a neutral clip,
+    neutral followed by each of the actor's other expressions; for actors without one (the
+    eNTERFACE takes), happy followed by each other expression."""
+    groups: dict[str, dict[str, int]] = {}
+    for i, c in enumerate(clips):
+        a = _actor(c)
+        if a is not None:
+            groups.setdefault(a[0], {})[a[1]] = i
+    pairs = []
+    for _, by_label in sorted(groups.items()):
+        start = "neutral" if "neutral" in by_label else "happy"
+        if start not in by_label:
+            continue
+        pairs += [(by_label[start], j) for lab, j in sorted(by_label.items()) if lab != start]
+    return pairs
+
+
+def joined(a: Observed, b: Observed) -> tuple[list[FrameObs], float]:
+    """The frames of ``a`` then ``b`` (``b`` shifted to follow ``a`` one frame later) and the
+    time of the joint."""
+    step = 1.0 / a.fps if a.fps else 1.0 / 15.0
+    shift = a.frames[-1].t + step
+    return list(a.frames) + [FrameObs(f.t + shift, f.boxes, f.probs) for f in b.frames], shift
+
+
+def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: FilterConfig
+             ) -> dict:
+    """Seconds from the joint until the shown label is the second clip's label, on the pairs
+    whose second clip the model recognises (raw argmax majority = its label)."""
+    times, unrecognised, never = [], 0, 0
+    for i, j in pairs:
+        b = obs[j]
+        k = LABELS.index(b.clip.label)
+        raw_b = [int(np.argmax(p)) for fo in b.frames for p in fo.probs[:1]]
+        if not raw_b or Counter(raw_b).most_common(1)[0][0] != k:
+            unrecognised += 1
+            continue
+        frames, t_switch = joined(obs[i], b)
+        shown = replay(frames, filt)
+        hit = next((t for t, s in zip(shown.t, shown.label) if t >= t_switch and s == k), None)
+        if hit is None:
+            never += 1
+        else:
+            times.append(hit - t_switch)
+    return {"pairs": len(pairs), "measured": len(times), "unrecognised": unrecognised,
+            "never": never, "median_s": statistics.median(times) if times else None,
+            "p90_s": float(np.percentile(times, 90)) if times else None}
+
+
+def evaluate(obs: Sequence[Observed], filt: FilterConfig) -> dict:
+    """Per clip and overall figures of one filter, and the reaction on the switch pairs."""
+    per_clip = []
+    for o in obs:
+        duration = o.frames[-1].t - o.frames[0].t + (1.0 / o.fps if o.fps else 0.0)
+        m = clip_metrics(replay(o.frames, filt), o.clip.label, duration)
+        per_clip.append({"clip": o.clip.path.name, "label": o.clip.label, **m})
+    overall: dict[str, Any] = {"clips": len(per_clip)}
+    for name in ("shown", "raw"):
+        overall[name] = {
+            "clip_accuracy": float(np.mean([c[name]["clip_correct"] for c in per_clip])),
+            "clips_correct": int(sum(c[name]["clip_correct"] for c in per_clip)),
+            "frame_accuracy": float(np.mean([c[name]["frame_accuracy"] for c in per_clip])),
+            "changes_per_s": float(np.mean([c[name]["changes_per_s"] for c in per_clip])),
+            "first_correct_median_s": _median([c[name]["first_correct_s"] for c in per_clip]),
+        }
+    overall["uncertain_share"] = float(np.mean([c["uncertain_share"] for c in per_clip]))
+    pairs = switch_pairs([o.clip for o in obs])
+    return {"filter": filt.describe(), "overall": overall, "reaction": reaction(obs, pairs, filt),
+            "clips": per_clip}
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+#: The grid ``--grid`` searches: the HMM filter and, for comparison, the EMA family.
+GRID: tuple[FilterConfig, ...] = tuple(
+    [FilterConfig("hmm", switch_per_s=s, evidence_s=e)
+     for s in (0.1, 0.2, 0.5, 1.0, 2.0) for e in (0.1, 0.2, 0.4, 0.8)]
+    + [FilterConfig("ema", smoothing_s=s, hysteresis=h)
+       for s in (0.15, 0.3, 0.6, 1.0) for h in (0.08, 0.15)])
+
+#: The selection rule's reaction limit (the issue's goal), seconds.
+MAX_MEDIAN_REACTION_S = 0.7
+
+
+def choose(results: Sequence[dict]) -> dict | None:
+    """The selection rule, fixed before the grid was first run: among the filters whose clip
+    accuracy is at least the raw argmax's and whose median reaction is at most 0.7 s, the one
+    with the fewest shown-label changes per second; ties go to the higher frame accuracy."""
+    ok = [r for r in results
+          if r["overall"]["shown"]["clip_accuracy"] >= r["overall"]["raw"]["clip_accuracy"]
+          and r["reaction"]["median_s"] is not None
+          and r["reaction"]["median_s"] <= MAX_MEDIAN_REACTION_S]
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (round(r["overall"]["shown"]["changes_per_s"], 3),
+                                  -r["overall"]["shown"]["frame_accuracy"]))
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table(result: dict) -> str:
+    """Per-clip and overall lines of one filter's result."""
+    lines = [f"filter: {result['filter']}",
+             f"{'clip':52s} {'label':8s} {'shown':8s} {'raw':8s} {'frame acc':>9s} "
+             f"{'chg/s':>6s} {'raw chg/s':>9s} {'1st ok s':>8s}"]
+    for c in result["clips"]:
+        s, r = c["shown"], c["raw"]
+        lines.append(f"{c['clip'][:52]:52s} {c['label']:8s} {str(s['majority']):8s} "
+                     f"{str(r['majority']):8s} {s['frame_accuracy']:9.2f} "
+                     f"{s['changes_per_s']:6.2f} {r['changes_per_s']:9.2f} "
+                     f"{_fmt(s['first_correct_s']):>8s}")
+    o, rx = result["overall"], result["reaction"]
+    for name in ("shown", "raw"):
+        m = o[name]
+        lines.append(f"{name:5s}: clips {m['clips_correct']}/{o['clips']} "
+                     f"({m['clip_accuracy']:.2f}), frame accuracy {m['frame_accuracy']:.3f}, "
+                     f"{m['changes_per_s']:.2f} changes/s, first correct label "
+                     f"{_fmt(m['first_correct_median_s'])} s (median)")
+    lines.append(f"uncertain (confidence < {UNCERTAIN_BELOW}): {o['uncertain_share']:.2f} of "
+                 f"frames")
+    lines.append(f"reaction on {rx['pairs']} back-to-back pairs: median {_fmt(rx['median_s'])} s, "
+                 f"p90 {_fmt(rx['p90_s'])} s over {rx['measured']} measured "
+                 f"({rx['unrecognised']} pairs whose second clip the model does not recognise, "
+                 f"{rx['never']} never shown)")
+    return "\n".join(lines)
+
+
+def grid_table(results: Sequence[dict], chosen: dict | None) -> str:
+    lines = [f"{'filter':36s} {'clips':>5s} {'frame acc':>9s} {'chg/s':>6s} {'react med':>9s} "
+             f"{'uncertain':>9s}"]
+    for r in results:
+        o = r["overall"]
+        mark = " <- chosen" if chosen is r else ""
+        lines.append(f"{r['filter']:36s} {o['shown']['clips_correct']:5d} "
+                     f"{o['shown']['frame_accuracy']:9.3f} {o['shown']['changes_per_s']:6.2f} "
+                     f"{_fmt(r['reaction']['median_s']):>9s} {o['uncertain_share']:9.2f}{mark}")
+    raw = results[0]["overall"]["raw"] if results else None
+    if raw:
+        lines.append(f"{'raw argmax':36s} {raw['clips_correct']:5d} {raw['frame_accuracy']:9.3f} "
+                     f"{raw['changes_per_s']:6.2f}")
+    return "\n".join(lines)
+
+
+def run(clips_dir: str, classifier: Any, fps: float | None, filt: FilterConfig,
+        grid: bool = False) -> dict:
+    """Observe every clip once, then evaluate ``filt`` (and, with ``grid``, every filter of
+    :data:`GRID`). Returns ``{"result": ..., "grid": [...], "chosen": ...}``."""
+    pipeline = FacePipeline()
+    obs = []
+    for clip in read_clips(clips_dir):
+        o = observe(clip, pipeline, classifier, fps)
+        log.info("%s: %d frames", clip.path.name, len(o.frames))
+        obs.append(o)
+    out: dict[str, Any] = {"fps": fps, "result": evaluate(obs, filt)}
+    if grid:
+        results = [evaluate(obs, f) for f in GRID]
+        chosen = choose(results)
+        out["grid"] = [{k: r[k] for k in ("filter", "overall", "reaction")} for r in results]
+        out["chosen"] = chosen["filter"] if chosen else None
+        out["grid_table"] = grid_table(results, chosen)
+    return out
+
+
+def dumps(out: dict) -> str:
+    return json.dumps(out, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
