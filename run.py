@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""FaceDApps command line: serve (default) | train | ensemble | evaluate | predict | convert
-| bench.
+"""FaceDApps command line: serve (default) | train | ensemble | evaluate | evaluate-video |
+predict | convert | bench.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -196,6 +196,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_video(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from bench.video_eval import ClipError, dumps, run, table
+    from core.errors import ModelError
+    from core.runtimes import load_classifier
+    from core.temporal import FilterConfig
+
+    try:
+        filt = FilterConfig(args.filter, switch_per_s=args.switch_per_s,
+                            evidence_s=args.evidence_s, smoothing_s=args.smoothing_s,
+                            hysteresis=args.hysteresis)
+        clf = load_classifier(args.model, args.backend)
+        out = run(args.clips, clf, args.fps or None, filt, grid=args.grid)
+    except (ClipError, ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(dumps(out))
+        return 0
+    print(f"model {clf.name} ({clf.backend}), clips {args.clips}, "
+          f"{args.fps or 'native'} fps\n")
+    print(table(out["result"]))
+    if args.grid:
+        print("\n" + out["grid_table"])
+        print(f"chosen by the rule: {out['chosen']}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
     from core.errors import ImageError, ModelError
@@ -296,6 +324,38 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_evaluate)
+
+    from core.temporal import (
+        DEFAULT_EVIDENCE_S,
+        DEFAULT_HYSTERESIS,
+        DEFAULT_KIND,
+        DEFAULT_SMOOTHING_S,
+        DEFAULT_SWITCH_PER_S,
+    )
+
+    ev = sub.add_parser("evaluate-video", help="replay labelled clips through the live path "
+                        "(detector, classifier, tracker, temporal filter) and report accuracy "
+                        "and label stability")
+    ev.add_argument("--clips", required=True,
+                    help="folder with labels.csv (file,label) and the clips")
+    ev.add_argument("--model", default=str(DEFAULT_MODEL))
+    ev.add_argument("--backend", default="auto")
+    ev.add_argument("--fps", type=float, default=15.0,
+                    help="frames per second kept (by timestamp; 0: every frame); default 15, "
+                         "what the page asks a webcam for")
+    ev.add_argument("--filter", choices=["hmm", "ema"], default=DEFAULT_KIND)
+    ev.add_argument("--smoothing-s", type=float, default=DEFAULT_SMOOTHING_S,
+                    help="ema: time constant in seconds")
+    ev.add_argument("--hysteresis", type=float, default=DEFAULT_HYSTERESIS,
+                    help="ema: margin another class needs to take the label")
+    ev.add_argument("--switch-per-s", type=float, default=DEFAULT_SWITCH_PER_S,
+                    help="hmm: expected expression switches per second")
+    ev.add_argument("--evidence-s", type=float, default=DEFAULT_EVIDENCE_S,
+                    help="hmm: seconds of video that count as one independent observation")
+    ev.add_argument("--grid", action="store_true",
+                    help="also evaluate a grid of filters and pick one by the stated rule")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(fn=cmd_evaluate_video)
 
     pr = sub.add_parser("predict", help="classify the faces in image files")
     pr.add_argument("images", nargs="+")

@@ -113,9 +113,11 @@ def decode(path: Path, fps: float | None) -> Iterator[tuple[float, np.ndarray]]:
             t = float(frame.pts * frame.time_base)
             t0 = t if t0 is None else t0
             t -= t0
-            if fps and t + 1e-6 < next_t:
-                continue
-            next_t = t + 1.0 / fps if fps else t
+            if fps:
+                if t + 1e-6 < next_t:
+                    continue
+                while next_t <= t + 1e-6:  # the next tick of a camera running at ``fps``
+                    next_t += 1.0 / fps
             yield t, frame.to_ndarray(format="bgr24")
 
 
@@ -132,25 +134,22 @@ def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | No
 
 
 def replay(frames: Sequence[FrameObs], filt: FilterConfig) -> Shown:
-    """The shown label of the main face (the track seen most often) frame by frame, through
-    the session's tracker and filter."""
+    """The shown label of the main face (the track seen most often) frame by frame: the face
+    objects a live session would send (``FaceTracker.describe``), stamped with clip time."""
     tracker = FaceTracker(LABELS, filter=filt)
-    per_frame = []
-    for fo in frames:
-        tracked = tracker.update(fo.t, fo.boxes, fo.probs)
-        per_frame.append((fo.t, tracked, fo.probs))
-    ids = Counter(tf.id for _, tracked, _ in per_frame for tf in tracked)
+    per_frame = [(fo.t, tracker.describe(fo.t, fo.boxes, fo.probs)) for fo in frames]
+    ids = Counter(face["id"] for _, faces in per_frame for face in faces)
     out = Shown()
     if not ids:
         return out
     main = ids.most_common(1)[0][0]
-    for t, tracked, probs in per_frame:
-        for tf, p in zip(tracked, probs):
-            if tf.id == main:
+    for t, faces in per_frame:
+        for face in faces:
+            if face["id"] == main:
                 out.t.append(t)
-                out.label.append(LABELS.index(tf.label))
-                out.confidence.append(tf.score)
-                out.raw.append(int(np.argmax(p)))
+                out.label.append(LABELS.index(face["label"]))
+                out.confidence.append(face["score"])
+                out.raw.append(int(np.argmax([face["scores"][lab] for lab in LABELS])))
     return out
 
 
@@ -246,7 +245,8 @@ def evaluate(obs: Sequence[Observed], filt: FilterConfig) -> dict:
     for o in obs:
         duration = o.frames[-1].t - o.frames[0].t + (1.0 / o.fps if o.fps else 0.0)
         m = clip_metrics(replay(o.frames, filt), o.clip.label, duration)
-        per_clip.append({"clip": o.clip.path.name, "label": o.clip.label, **m})
+        per_clip.append({"clip": o.clip.path.name, "label": o.clip.label,
+                         "frames_decoded": len(o.frames), **m})
     overall: dict[str, Any] = {"clips": len(per_clip)}
     for name in ("shown", "raw"):
         overall[name] = {

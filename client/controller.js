@@ -333,7 +333,8 @@ export class PageController {
     const face = faces.length ? largestFace(faces) : null;
     this.overlay.draw(msg);
     this.bars.show(face);
-    this.announcer.update(face ? face.label : null, now);
+    // An uncertain face announces nothing (the last confident label stays the announced one).
+    this.announcer.update(face && !face.uncertain ? face.label : null, now);
     this.updateReadout();
     this.syncTimeline();
   }

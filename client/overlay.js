@@ -7,6 +7,20 @@
 
 import { colorFor } from "./labels.js";
 
+/** Box and label colour of an uncertain face: the label is shown muted, not hidden. */
+export const MUTED = "#9aa0a6";
+
+/**
+ * The text drawn over a face and whether it is muted: "happy 91%  #3", or for a face the
+ * server marks `uncertain` (filtered confidence below one half) "happy? 41%  #3", muted.
+ */
+export function faceLabel(face) {
+  const muted = face.uncertain === true;
+  const pct = Number.isFinite(face.score) ? ` ${Math.round(face.score * 100)}%` : "";
+  const id = face.id !== undefined && face.id !== null ? `  #${face.id}` : "";
+  return { text: `${face.label ?? "?"}${muted ? "?" : ""}${pct}${id}`, muted };
+}
+
 export class Overlay {
   constructor(canvas, video) {
     this.canvas = canvas;
@@ -91,15 +105,15 @@ export class Overlay {
       const y = area.y + by * sy;
       const w = bw * sx;
       const h = bh * sy;
-      const color = colorFor(face.label);
+      const { text, muted } = faceLabel(face);
+      const color = muted ? MUTED : colorFor(face.label);
 
       ctx.lineWidth = Math.max(2, fontPx / 6);
       ctx.strokeStyle = color;
+      ctx.setLineDash(muted ? [6, 4] : []);
       ctx.strokeRect(x, y, w, h);
+      ctx.setLineDash([]);
 
-      const pct = Number.isFinite(face.score) ? ` ${Math.round(face.score * 100)}%` : "";
-      const id = face.id !== undefined && face.id !== null ? `  #${face.id}` : "";
-      const text = `${face.label ?? "?"}${pct}${id}`;
       const pad = 4;
       const tw = ctx.measureText(text).width + 2 * pad;
       const th = fontPx + 2 * pad;

@@ -1,6 +1,6 @@
 // The messages the server sends on the data channel and on /ws/stream, as pure functions:
 //   {"type":"result","session","frame","width","height","latency_ms",
-//    "faces":[{"id","box":[x,y,w,h],"label","score","scores":{label: prob}}]}
+//    "faces":[{"id","box":[x,y,w,h],"label","score","uncertain","scores":{label: prob}}]}
 //   {"type":"error","error"}   {"type":"hello","session"}   {"type":"ping"} / {"type":"pong"}
 // Both transports parse with parseMessage so they agree on what a valid message is.
 
@@ -26,6 +26,7 @@ export function normalizeFace(f) {
   const face = { ...f, box: f.box.slice() };
   if (typeof face.label !== "string") delete face.label;
   if (!isNum(face.score)) delete face.score;
+  if (typeof face.uncertain !== "boolean") delete face.uncertain;
   if (face.id !== undefined && !isNum(face.id) && typeof face.id !== "string") delete face.id;
   if (face.scores !== undefined) {
     if (face.scores && typeof face.scores === "object" && !Array.isArray(face.scores)) {

@@ -81,26 +81,32 @@ class FrameFaces:
     batch: np.ndarray
 
 
-def face_dict(face_id: int | None, box: Sequence[int], smoothed: np.ndarray,
-              probs: np.ndarray) -> dict:
-    """One face object of the interface: ``label``/``score`` from ``smoothed``, ``scores``
-    from this frame's ``probs``; ``id`` only when the face is tracked."""
-    k = int(np.argmax(smoothed))
+def face_dict(face_id: int | None, box: Sequence[int], probs: np.ndarray,
+              label: str | None = None, score: float | None = None,
+              uncertain: bool | None = None) -> dict:
+    """One face object of the interface. ``scores`` are this frame's ``probs``; ``label`` and
+    ``score`` are the tracked, filtered decision when given (``uncertain`` with it), else this
+    frame's argmax; ``id`` only when the face is tracked."""
+    if label is None:
+        k = int(np.argmax(probs))
+        label, score = LABELS[k], float(probs[k])
     d: dict = {}
     if face_id is not None:
         d["id"] = int(face_id)
     d.update({
         "box": [int(v) for v in box],
-        "label": LABELS[k],
-        "score": round(float(smoothed[k]), 4),
+        "label": label,
+        "score": round(float(score or 0.0), 4),
         "scores": {lab: round(float(p), 4) for lab, p in zip(LABELS, probs)},
     })
+    if uncertain is not None:
+        d["uncertain"] = bool(uncertain)
     return d
 
 
 def face_results(ff: FrameFaces, probs: np.ndarray) -> list[dict]:
     """Untracked face objects (a still image): one per box, label from its own probabilities."""
-    return [face_dict(None, b, p, p) for b, p in zip(ff.boxes, probs)]
+    return [face_dict(None, b, p) for b, p in zip(ff.boxes, probs)]
 
 
 class FacePipeline:

@@ -5,12 +5,10 @@ track's constant-velocity prediction: greedy matching on a small cost matrix (a 
 frame, where greedy on this cost does as well as Hungarian matching, without SciPy). A track
 survives ``max_missed`` frames without a detection; ids are never reused within one tracker.
 
-Every track smooths its class probabilities with an exponential moving average whose time
-constant is given in seconds, so it behaves the same at any frame rate:
-``alpha = 1 - exp(-dt / smoothing_s)``. The decision (``label``/``score``) comes from the
-smoothed vector, with hysteresis: it moves to another class only once that class leads the
-current one by ``hysteresis``. The frame's own probabilities are left to the caller
-(``scores``).
+Every track filters its class probabilities over time with a ``core.temporal`` filter (by
+default the HMM forward filter, whose parameters are per second, so it behaves the same at any
+frame rate). The decision (``label``/``score``, and ``uncertain`` below a confidence) comes from
+the filtered vector; the frame's own probabilities are left to the caller (``scores``).
 """
 
 from __future__ import annotations
@@ -22,16 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-#: EMA time constant (seconds) of the smoothed probabilities, and ...
-DEFAULT_SMOOTHING_S = 0.15
-#: ... the margin by which another class's smoothed probability must exceed the current
-#: label's before the decision moves (hysteresis: most raw flicker is near-ties that persist).
-#: Both chosen with ``tools/flicker_report.py`` (real BlazeFace + classifier, 24 real FER faces,
-#: 210 expression switches, 15 fps): raw argmax flicker of 2.3 label changes per face per
-#: second falls to 0.39 (0.30 being the real switches), and the decision reaches a new
-#: expression in 0.13 s median, 90% within 0.45 s. The fewest changes among the pairs that
-#: react within 0.5 s; EMA alone needs smoothing_s=0.35 for 0.54 changes/s, reacting slower.
-DEFAULT_HYSTERESIS = 0.08
+from core.temporal import UNCERTAIN_BELOW, FilterConfig, LabelFilter
+
 #: Minimum IoU between a track's predicted box and a detection for a match.
 DEFAULT_IOU_THRESHOLD = 0.3
 #: Frames (``update`` calls) a track survives without a detection (0.33 s at 15 fps).
@@ -58,7 +48,8 @@ Box = tuple[int, int, int, int]
 @dataclass
 class TrackedFace:
     """One face of one frame: its track ``id``, the detection ``box`` ``(x, y, w, h)``, and the
-    smoothed decision (``label``, ``score`` = ``smoothed[label]``) with the smoothed vector."""
+    filtered decision (``label``, ``score`` = ``smoothed[label]``, the confidence) with the
+    filtered vector ``smoothed``."""
 
     id: int
     box: Box
@@ -66,12 +57,18 @@ class TrackedFace:
     score: float
     smoothed: np.ndarray
 
+    @property
+    def uncertain(self) -> bool:
+        """The filtered confidence is below ``core.temporal.UNCERTAIN_BELOW``."""
+        return self.score < UNCERTAIN_BELOW
+
 
 class _Track:
-    __slots__ = ("id", "cx", "cy", "w", "h", "vx", "vy", "t", "missed", "hits", "smoothed",
-                 "label")
+    __slots__ = ("id", "cx", "cy", "w", "h", "vx", "vy", "t", "missed", "hits", "filter",
+                 "smoothed")
 
-    def __init__(self, track_id: int, t: float, box: Box, probs: np.ndarray) -> None:
+    def __init__(self, track_id: int, t: float, box: Box, probs: np.ndarray,
+                 filt: LabelFilter) -> None:
         self.id = track_id
         x, y, w, h = box
         self.cx, self.cy = x + w / 2.0, y + h / 2.0
@@ -80,8 +77,8 @@ class _Track:
         self.t = t
         self.missed = 0
         self.hits = 1
+        self.filter = filt
         self.smoothed = np.array(probs, dtype=np.float64)
-        self.label = int(np.argmax(self.smoothed))
 
     def predict(self, t: float) -> tuple[float, float]:
         dt = min(max(t - self.t, 0.0), MAX_PREDICT_S)
@@ -108,24 +105,29 @@ class FaceTracker:
     """
 
     def __init__(self, labels: Sequence[str], iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-                 max_missed: int = DEFAULT_MAX_MISSED,
-                 smoothing_s: float = DEFAULT_SMOOTHING_S,
-                 hysteresis: float = DEFAULT_HYSTERESIS) -> None:
+                 max_missed: int = DEFAULT_MAX_MISSED, filter: FilterConfig | None = None,
+                 smoothing_s: float | None = None, hysteresis: float | None = None) -> None:
+        """``filter``: the temporal filter of every track (default: ``FilterConfig()``, the
+        HMM filter); ``smoothing_s``/``hysteresis`` instead select the exponential average."""
         if len(labels) == 0:
             raise ValueError("labels must not be empty")
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], not {iou_threshold}")
         if max_missed < 0:
             raise ValueError(f"max_missed must be >= 0, not {max_missed}")
-        if smoothing_s < 0.0:
+        if smoothing_s is not None and smoothing_s < 0.0:
             raise ValueError(f"smoothing_s must be >= 0, not {smoothing_s}")
-        if not 0.0 <= hysteresis < 1.0:
+        if hysteresis is not None and not 0.0 <= hysteresis < 1.0:
             raise ValueError(f"hysteresis must be in [0, 1), not {hysteresis}")
+        if smoothing_s is not None or hysteresis is not None:
+            ema = FilterConfig("ema")
+            filter = FilterConfig("ema", smoothing_s=ema.smoothing_s if smoothing_s is None
+                                  else smoothing_s,
+                                  hysteresis=ema.hysteresis if hysteresis is None else hysteresis)
         self.labels: tuple[str, ...] = tuple(labels)
         self.iou_threshold = float(iou_threshold)
         self.max_missed = int(max_missed)
-        self.smoothing_s = float(smoothing_s)
-        self.hysteresis = float(hysteresis)
+        self.filter = filter or FilterConfig()
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_t: float | None = None
@@ -172,11 +174,22 @@ class FaceTracker:
             self._tracks = survivors
             for di in range(n):
                 if out[di] is None:
-                    tr = _Track(self._next_id, t, dets[di], p[di])
+                    tr = _Track(self._next_id, t, dets[di], p[di], self.filter.make(p[di]))
                     self._next_id += 1
                     self._tracks.append(tr)
                     out[di] = self._face(tr, dets[di])
         return out  # type: ignore[return-value]
+
+    def describe(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray
+                 ) -> list[dict]:
+        """:meth:`update`, then the face objects of the result message (``id``, ``box``, the
+        filtered ``label``/``score``/``uncertain``, this frame's ``scores``): what a live
+        session sends, and what the offline evaluations read."""
+        from core.pipeline import face_dict
+
+        tracked = self.update(t, boxes, probs)
+        return [face_dict(tf.id, tf.box, p, tf.label, tf.score, tf.uncertain)
+                for tf, p in zip(tracked, probs)]
 
     # ------------------------------------------------------------------ internals
 
@@ -229,11 +242,7 @@ class FaceTracker:
             g = 1.0 if tr.hits == 1 else VELOCITY_GAIN
             tr.vx += g * (vx - tr.vx)
             tr.vy += g * (vy - tr.vy)
-            alpha = 1.0 if self.smoothing_s == 0.0 else 1.0 - math.exp(-dt / self.smoothing_s)
-            tr.smoothed += alpha * (probs - tr.smoothed)
-            k = int(np.argmax(tr.smoothed))
-            if tr.smoothed[k] - tr.smoothed[tr.label] > self.hysteresis:
-                tr.label = k
+            tr.smoothed = np.array(tr.filter.update(probs, dt), dtype=np.float64)
         tr.cx, tr.cy = cx, cy
         tr.w, tr.h = float(max(w, 1)), float(max(h, 1))
         tr.t = t
@@ -241,5 +250,6 @@ class FaceTracker:
         tr.hits += 1
 
     def _face(self, tr: _Track, box: Box) -> TrackedFace:
-        return TrackedFace(id=tr.id, box=box, label=self.labels[tr.label],
-                           score=float(tr.smoothed[tr.label]), smoothed=tr.smoothed.copy())
+        k = tr.filter.label
+        return TrackedFace(id=tr.id, box=box, label=self.labels[k],
+                           score=float(tr.smoothed[k]), smoothed=tr.smoothed.copy())

@@ -13,7 +13,6 @@ import time
 from typing import Any, Awaitable, Callable
 
 from core.errors import ImageError
-from core.pipeline import face_dict
 from core.preprocess import LABELS
 from core.tracker import FaceTracker
 from server.engine import Engine
@@ -90,11 +89,10 @@ class FrameSession:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame)
         probs = await self.engine.classify(ff)
-        tracked = self.tracker.update(time.monotonic(), ff.boxes, probs)
-        faces = []
-        for tf, p in zip(tracked, probs):
-            self.timeline.add(time.time(), tf.id, p)
-            faces.append(face_dict(tf.id, tf.box, tf.smoothed, p))
+        faces = self.tracker.describe(time.monotonic(), ff.boxes, probs)
+        now = time.time()
+        for face, p in zip(faces, probs):
+            self.timeline.add(now, face["id"], p)
         latency = (time.perf_counter() - arrived) * 1000.0
         self.frames_processed += 1
         m = self.engine.metrics

@@ -410,3 +410,26 @@ test("the mirror checkbox mirrors the video and the overlay", (t) => {
   assert.equal(ui.video.classList.contains("mirrored"), false);
   assert.equal(c.overlay.mirror, false);
 });
+
+test("an uncertain face is not announced; the last confident label stays", async () => {
+  const { c, ui, transports, clock } = setup();
+  await c.loadConfig();
+  const starting = c.start();
+  await flush();
+  transports[0].resolve();
+  await finished(starting);
+  const send = (label, uncertain) => {
+    const msg = result(label);
+    msg.faces[0].uncertain = uncertain;
+    transports[0].options.onResult(msg);
+  };
+  send("happy", false);
+  assert.equal(ui.announce.textContent, "Expression: happy");
+  clock.advance(5000);
+  send("sad", true);
+  assert.equal(ui.announce.textContent, "Expression: happy");
+  assert.equal(c.app.lastResult.faces[0].uncertain, true);
+  clock.advance(5000);
+  send("sad", false);
+  assert.equal(ui.announce.textContent, "Expression: sad");
+});

@@ -127,3 +127,10 @@ test("the client's ping and pong messages", () => {
   assert.equal(JSON.stringify(PONG), '{"type":"pong"}');
   assert.throws(() => { PONG.type = "x"; }, TypeError); // shared, so frozen
 });
+
+test("the uncertain flag is kept when boolean and dropped otherwise", () => {
+  const box = [1, 2, 3, 4];
+  assert.equal(normalizeFace({ box, uncertain: true }).uncertain, true);
+  assert.equal(normalizeFace({ box, uncertain: false }).uncertain, false);
+  assert.equal("uncertain" in normalizeFace({ box, uncertain: "yes" }), false);
+});

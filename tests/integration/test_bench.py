@@ -1,7 +1,7 @@
 """``run.py bench``: it runs end to end (short), and its server never outlives it.
 
-The end-to-end run starts servers and takes half a minute or more: it is marked ``slow`` and
-deselected by default (``pytest -m slow`` runs it).
+
+
 """
 
 from __future__ import annotations

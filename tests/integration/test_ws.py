@@ -35,6 +35,9 @@ async def test_stream_frames_get_results_and_feed_sees_them(client):
         msg = await ws.receive_json(timeout=10)
         assert msg["type"] == "result" and msg["session"] == hello["session"]
         assert iou(msg["faces"][0]["box"], box) > 0.25
+        face = msg["faces"][0]
+        # the filtered decision: the fake's happy is confident, so not uncertain
+        assert face["label"] == "happy" and face["uncertain"] is False
     fed = await feed.receive_json(timeout=5)
     assert fed["type"] == "result" and fed["session"] == hello["session"]
     await ws.close()
