@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """FaceDApps command line: serve (default) | train | ensemble | evaluate | evaluate-video |
-predict | convert | bench.
+analyze | predict | convert | bench.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -224,6 +224,68 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(name: str):
+    """A one-line progress bar on stderr when it is a terminal (else None: no output)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(frac: float) -> None:
+        n = int(30 * frac)
+        sys.stderr.write(f"\r{name[:40]:40s} [{'#' * n}{'.' * (30 - n)}] {frac:4.0%}")
+        if frac >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from core.analyze import Outputs, analyze_image, analyze_video, inputs, is_image
+    from core.errors import ImageError, ModelError
+    from core.runtimes import load_classifier
+    from core.video import VideoError
+
+    path = Path(args.path)
+    if not path.exists():
+        print(f"error: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    try:
+        clf = load_classifier(args.model, args.backend)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out_root = Path(args.out)
+    rc = 0
+    images = Outputs(out_root) if path.is_dir() else None
+    for f in inputs(path):
+        if is_image(f):
+            try:
+                res = analyze_image(f.read_bytes(), clf, images or Outputs(out_root), f.name)
+            except (ImageError, OSError) as exc:
+                print(f"error: {f}: {exc}", file=sys.stderr)
+                rc = 1
+                continue
+            print(f"{f}: {len(res['faces'])} faces -> {out_root}/{f.stem}.json")
+            continue
+        out = Outputs(out_root / f.stem if path.is_dir() else out_root)
+        try:
+            summary = analyze_video(f, clf, out, fps=args.fps or None,
+                                    annotate=not args.no_video, progress=_progress_bar(f.name))
+        except VideoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = 1
+            continue
+        faces = ", ".join(f"#{x['id']} {x['dominant']} ({x['frames']} frames)"
+                          for x in summary["faces"]) or "no face"
+        print(f"{f}: {summary['frames_analysed']} frames, {summary['duration_s']:.1f} s; "
+              f"faces: {faces} -> {out.folder}")
+        if "error" in summary:
+            print(f"error: {summary['error']} (what was analysed is kept)", file=sys.stderr)
+            rc = 1
+    return rc
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
     from core.errors import ImageError, ModelError
@@ -356,6 +418,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also evaluate a grid of filters and pick one by the stated rule")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=cmd_evaluate_video)
+
+    an = sub.add_parser("analyze", help="analyse a video, a photo or a folder of them: per "
+                        "frame CSV/JSON lines, annotated MP4, expression chart, summary")
+    an.add_argument("path", help="a video file, an image, or a folder of either")
+    an.add_argument("--out", default="analysis", help="output folder (default: analysis/)")
+    an.add_argument("--fps", type=float, default=0.0,
+                    help="analyse at most this many frames per second (by timestamp; default "
+                         "0: every frame)")
+    an.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
+    an.add_argument("--model", default=str(DEFAULT_MODEL))
+    an.add_argument("--backend", default="auto")
+    an.set_defaults(fn=cmd_analyze)
 
     pr = sub.add_parser("predict", help="classify the faces in image files")
     pr.add_argument("images", nargs="+")

@@ -31,6 +31,7 @@ from core.pipeline import FacePipeline
 from core.preprocess import LABELS
 from core.temporal import UNCERTAIN_BELOW, FilterConfig
 from core.tracker import FaceTracker
+from core.video import VideoError, frames
 
 log = logging.getLogger(__name__)
 
@@ -93,32 +94,11 @@ def read_clips(folder: str | Path) -> list[Clip]:
 
 
 def decode(path: Path, fps: float | None) -> Iterator[tuple[float, np.ndarray]]:
-    """``(seconds from the first frame, BGR frame)``; with ``fps``, frames are kept by
-    timestamp so that at most ``fps`` per second remain (as a camera at that rate)."""
-    import av
-
+    """``core.video.frames`` with its errors as ClipError."""
     try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise ClipError(f"{path}: cannot open as video ({exc})") from exc
-    with container:
-        if not container.streams.video:
-            raise ClipError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        t0: float | None = None
-        next_t = 0.0
-        for frame in container.decode(stream):
-            if frame.pts is None or frame.time_base is None:
-                continue
-            t = float(frame.pts * frame.time_base)
-            t0 = t if t0 is None else t0
-            t -= t0
-            if fps:
-                if t + 1e-6 < next_t:
-                    continue
-                while next_t <= t + 1e-6:  # the next tick of a camera running at ``fps``
-                    next_t += 1.0 / fps
-            yield t, frame.to_ndarray(format="bgr24")
+        yield from frames(path, fps)
+    except VideoError as exc:
+        raise ClipError(str(exc)) from None
 
 
 def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | None) -> Observed:

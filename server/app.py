@@ -19,6 +19,7 @@ from server.config import ServerConfig, infer_threads_for
 from server.engine import Engine
 from server.errors import ServeError
 from server.feed import FeedHub, feed_handler
+from server.jobs import JobQueue, add_routes
 from server.metrics import Metrics
 from server.ratelimit import Gate
 from server.registry import Registry
@@ -37,6 +38,7 @@ from server.state import (
     CONFIG,
     ENGINE,
     FEED,
+    JOBS,
     METRICS,
     PREDICT_GATE,
     REGISTRY,
@@ -84,7 +86,9 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
 
     async def engine_ctx(app: web.Application):
         app[ENGINE] = Engine.start(cfg, replicas, app[METRICS], app[FEED].publish)
+        app[JOBS] = JobQueue(cfg, replicas[0])
         yield
+        await app[JOBS].close()
         await app[ENGINE].close()
 
     async def on_shutdown(app: web.Application) -> None:
@@ -108,6 +112,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     r.add_get("/ws", feed_handler)
     r.add_get("/ws/stream", stream_handler)
     r.add_get(r"/api/sessions/{sid}/timeline.{fmt:json|csv}", session_timeline)
+    add_routes(app)  # /api/jobs: analysis of uploaded videos
     return app
 
 

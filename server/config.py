@@ -29,6 +29,12 @@ class ServerConfig:
     max_queued_faces: int = 256
     #: ``POST /api/predict`` requests in progress at once; beyond it the answer is 503.
     max_predict_concurrency: int = 4
+    #: Largest uploaded video for ``POST /api/jobs`` (bytes; kept in memory, never on disk).
+    max_upload_bytes: int = 100 * 1024 * 1024
+    #: Video analysis jobs queued or running at once; beyond it ``POST /api/jobs`` is 503.
+    max_jobs: int = 2
+    #: A finished job's results are deleted this many seconds after it ends (or on DELETE).
+    job_ttl_s: float = 600.0
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
     #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see :func:`infer_threads_for`).
@@ -85,6 +91,8 @@ class ServerConfig:
             raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")
+        if self.max_upload_bytes < 1 or self.max_jobs < 1 or self.job_ttl_s <= 0:
+            raise ValueError("max_upload_bytes, max_jobs and job_ttl_s must be positive")
         if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:
             raise ValueError("max_queued_faces and max_predict_concurrency must be >= 1")
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from core.runtimes import Classifier
     from server.engine import Engine
     from server.feed import FeedHub
+    from server.jobs import JobQueue
     from server.metrics import Metrics
     from server.ratelimit import Gate
     from server.registry import Registry
@@ -30,3 +31,5 @@ FEED: web.AppKey[FeedHub] = web.AppKey("feed")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: Concurrency limit of ``POST /api/predict``.
 PREDICT_GATE: web.AppKey[Gate] = web.AppKey("predict_gate")
+#: Analysis jobs of uploaded videos.
+JOBS: web.AppKey[JobQueue] = web.AppKey("jobs")

@@ -28,8 +28,11 @@ def png(img) -> bytes:
 
 def concrete(path: str) -> str:
     """A request path for a route's canonical path (placeholders filled in)."""
-    return (path.replace("{sid}", "0123456789abcdef").replace("{fmt}", "json")
-            .replace("/static", "/static/style.css"))
+    out = (path.replace("{sid}", "0123456789abcdef").replace("{fmt}", "json")
+           .replace("{job}", "0123456789abcdef").replace("{file}", "frames.csv")
+           .replace("/static", "/static/style.css"))
+    assert "{" not in out, f"fill in the placeholders of {path}"
+    return out
 
 
 def routes(app) -> list[tuple[str, str]]:
@@ -59,7 +62,8 @@ async def test_every_route_but_the_public_ones_needs_the_token(guarded):
     found = routes(guarded.app)
     # the list the rule is checked against is the app's own: a new route is covered here
     assert {p for _, p in found} >= {"/offer", "/api/predict", "/ws", "/ws/stream", "/metrics",
-                                     "/api/sessions/{sid}/timeline.{fmt}", "/healthz"}
+                                     "/api/sessions/{sid}/timeline.{fmt}", "/healthz",
+                                     "/api/jobs", "/api/jobs/{job}", "/api/jobs/{job}/{file}"}
     for method, path in found:
         url = concrete(path)
         without = await call(guarded, method, url)

@@ -1,0 +1,146 @@
+"""Reading video files: upright frames with their timestamps (PyAV).
+
+Whatever FFmpeg opens (mp4/mov/webm/mkv/avi/flv; H264/HEVC/VP8/VP9/MPEG-4) is read; the audio is
+ignored; a phone video's display rotation is applied so faces are upright; variable frame rate
+is handled by using each frame's own timestamp. A file that is not a video, or that breaks off
+in the middle, raises :class:`VideoError` with one clear line (frames already yielded stay
+valid, so callers keep what they analysed).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import cv2
+import numpy as np
+
+#: Clockwise display rotation -> OpenCV rotation code.
+_ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
+           270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+Source = str | Path | BinaryIO
+
+
+class VideoError(ValueError):
+    """A file that cannot be read as video, or that breaks off (``frames`` read before it)."""
+
+    def __init__(self, message: str, frames: int = 0) -> None:
+        super().__init__(message)
+        self.frames = frames
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says: upright size, average frame rate, duration (s), codec,
+    clockwise display rotation (degrees)."""
+
+    width: int
+    height: int
+    fps: float
+    duration: float | None
+    codec: str
+    rotation: int
+
+
+def _name(src: Source) -> str:
+    return str(src) if isinstance(src, (str, Path)) else "upload"
+
+
+def _open(src: Source) -> Any:
+    import av
+
+    try:
+        return av.open(src if not isinstance(src, Path) else str(src))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"{_name(src)}: cannot open as video ({exc})") from None
+
+
+def clockwise(frame: Any) -> int:
+    """The clockwise rotation (0/90/180/270) that shows ``frame`` upright."""
+    return int(round(-float(getattr(frame, "rotation", 0) or 0))) % 360
+
+
+def upright(bgr: np.ndarray, cw: int) -> np.ndarray:
+    code = _ROTATE.get(cw)
+    return bgr if code is None else cv2.rotate(bgr, code)
+
+
+def probe(src: Source) -> VideoInfo:
+    """Size, rate, duration, codec and rotation, from the first frame and the container."""
+    if not isinstance(src, (str, Path)):
+        src.seek(0)
+    with _open(src) as c:
+        if not c.streams.video:
+            raise VideoError(f"{_name(src)}: no video stream")
+        s = c.streams.video[0]
+        rate = float(s.average_rate or s.guessed_rate or 0.0)
+        duration = (float(s.duration * s.time_base) if s.duration and s.time_base
+                    else float(c.duration) / 1e6 if c.duration else None)
+        import av
+
+        try:
+            cw = clockwise(next(c.decode(s)))
+        except (StopIteration, av.error.FFmpegError):  # reported when frames are read
+            cw = 0
+        w, h = int(s.width), int(s.height)
+        if cw in (90, 270):
+            w, h = h, w
+        return VideoInfo(w, h, rate, duration, s.codec_context.name, cw)
+
+
+def frames(src: Source, fps: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """``(seconds since the first frame, upright BGR frame)`` for every frame, or with ``fps``
+    the first frame at or after each tick of a camera running at ``fps`` (by timestamp)."""
+    import av
+
+    if not isinstance(src, (str, Path)):
+        src.seek(0)
+    container = _open(src)
+    n = 0
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{_name(src)}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0: float | None = None
+        next_t = 0.0
+        last_t = -1.0
+        try:
+            for frame in container.decode(stream):
+                if frame.time is not None:
+                    t = float(frame.time)
+                else:  # no timestamp: one nominal frame after the last
+                    rate = float(stream.average_rate or 25)
+                    t = (last_t if last_t >= 0 else -1.0 / rate) + 1.0 / rate
+                t0 = t if t0 is None else t0
+                t -= t0
+                if t <= last_t:  # out of order or repeated stamps: keep time moving
+                    t = last_t + 1e-3
+                last_t = t
+                if fps:
+                    if t + 1e-6 < next_t:
+                        continue
+                    while next_t <= t + 1e-6:
+                        next_t += 1.0 / fps
+                n += 1
+                yield t, upright(frame.to_ndarray(format="bgr24"), clockwise(frame))
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"{_name(src)}: the video breaks off after {n} frames ({exc})",
+                             frames=n) from None
+    if n == 0:
+        raise VideoError(f"{_name(src)}: no decodable video frames")
+
+
+def is_video(data_or_path: bytes | Source) -> bool:
+    """Whether FFmpeg finds a video stream in a container that is not a still image (FFmpeg
+    opens a JPEG or PNG as a one-frame "video"); cheap: opens the container only."""
+    src: Source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    try:
+        with _open(src) as c:
+            fmt = c.format.name
+            return bool(c.streams.video) and fmt != "image2" and not fmt.endswith("_pipe")
+    except VideoError:
+        return False

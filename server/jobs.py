@@ -1,0 +1,239 @@
+"""Analysis jobs for uploaded videos (``/api/jobs``): a bounded queue, one job at a time in its
+own thread, results in memory only, deleted on request or after a timeout.
+
+``POST /api/jobs`` takes a video (raw body or multipart field ``file``, at most
+``ServerConfig.max_upload_bytes``), checks that it is one, and queues it (503 when
+``max_jobs`` are queued or running, 413 when too large, 415 when not a video). The job runs
+``core.analyze.analyze_video`` (the live path, offline) in a single worker thread, so at most
+one upload competes with the live sessions for the CPU. The upload and every result file stay
+in memory: nothing is written to disk. A finished job is kept for ``job_ttl_s`` seconds, or
+until ``DELETE /api/jobs/{id}``; then it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from core.analyze import OUTPUT_FILES, Outputs, analyze_video
+from core.video import VideoError, is_video
+from server.config import ServerConfig
+from server.errors import INTERNAL
+from server.state import JOBS
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {".mp4": "video/mp4", ".csv": "text/csv", ".jsonl": "application/x-ndjson",
+                 ".png": "image/png", ".json": "application/json"}
+#: Upload read size per chunk.
+CHUNK = 256 * 1024
+
+
+class Cancelled(Exception):
+    """Raised inside a job's thread when the job was deleted or the server is stopping."""
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    data: bytes
+    status: str = "queued"  # queued | running | done | failed
+    progress: float = 0.0
+    summary: dict | None = None
+    error: str | None = None
+    outputs: Outputs = field(default_factory=Outputs)
+    finished_at: float | None = None
+    cancelled: bool = False
+
+    def public(self) -> dict:
+        out: dict[str, Any] = {"job": self.id, "name": self.name, "status": self.status,
+                               "progress": round(self.progress, 3)}
+        if self.summary is not None:
+            out["summary"] = self.summary
+            out["files"] = self.summary.get("files", [])
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+class JobQueue:
+    """The jobs of one app and their worker thread."""
+
+    def __init__(self, cfg: ServerConfig, classifier: Any) -> None:
+        self.cfg = cfg
+        self.classifier = classifier
+        self.jobs: dict[str, Job] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="jobs")
+        self.tasks: set[asyncio.Task] = set()
+
+    def active(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+
+    def submit(self, name: str, data: bytes) -> Job:
+        job = Job(uuid.uuid4().hex[:16], name, data)
+        self.jobs[job.id] = job
+        task = asyncio.get_running_loop().create_task(self._run(job), name=f"job-{job.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return job
+
+    def _analyze(self, job: Job) -> dict:
+        def progress(frac: float) -> None:
+            if job.cancelled:
+                raise Cancelled()
+            job.progress = frac
+
+        job.status = "running"
+        return analyze_video(io.BytesIO(job.data), self.classifier, job.outputs,
+                             progress=progress)
+
+    async def _run(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            job.summary = await loop.run_in_executor(self.pool, self._analyze, job)
+            job.status = "done"
+            if "error" in job.summary:
+                job.error = "the video breaks off; what was analysed before is kept"
+        except Cancelled:
+            job.status, job.error = "failed", "cancelled"
+        except VideoError as exc:
+            job.status, job.error = "failed", str(exc).replace("upload: ", "")
+        except Exception:  # the top of a job: log it whole, tell the client a fixed message
+            log.exception("job %s failed", job.id)
+            job.status, job.error = "failed", INTERNAL.replace("frame", "video")
+        finally:
+            job.data = b""  # the upload is not kept once analysed
+            job.finished_at = time.monotonic()
+        log.info("job %s: %s", job.id, job.status)
+
+    def expire(self, now: float | None = None) -> None:
+        """Forget finished jobs older than ``job_ttl_s``."""
+        now = time.monotonic() if now is None else now
+        for jid, j in list(self.jobs.items()):
+            if j.finished_at is not None and now - j.finished_at > self.cfg.job_ttl_s:
+                del self.jobs[jid]
+
+    def delete(self, jid: str) -> bool:
+        job = self.jobs.pop(jid, None)
+        if job is None:
+            return False
+        job.cancelled = True
+        return True
+
+    async def close(self) -> None:
+        for j in self.jobs.values():
+            j.cancelled = True
+        if self.tasks:
+            await asyncio.wait(list(self.tasks))
+        await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
+        self.jobs.clear()
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)
+
+
+async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
+    """The uploaded file, read in chunks up to ``limit`` bytes (HTTPRequestEntityTooLarge)."""
+    name = "upload"
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            if getattr(part, "name", None) == "file":
+                name = getattr(part, "filename", None) or name
+                buf = bytearray()
+                while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
+                    buf += chunk
+                    if len(buf) > limit:
+                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(buf))
+                return name, bytes(buf)
+        raise ValueError("multipart body needs a field named 'file'")
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit,
+                                            actual_size=request.content_length)
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(buf))
+    return request.query.get("name", name), bytes(buf)
+
+
+async def create_job(request: web.Request) -> web.Response:
+    """``POST /api/jobs``: a video -> 202 ``{"job", "status": "queued", ...}``."""
+    q = request.app[JOBS]
+    cfg = q.cfg
+    q.expire()
+    if q.active() >= cfg.max_jobs:
+        return _error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+    try:
+        name, data = await _read_upload(request, cfg.max_upload_bytes)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"video too large (at most {cfg.max_upload_bytes // 2**20} MB)")
+    except ValueError as exc:
+        return _error(400, str(exc))
+    if not data:
+        return _error(400, "empty upload")
+    if not await asyncio.to_thread(is_video, data):
+        return _error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
+    if q.active() >= cfg.max_jobs:  # others were queued while this one uploaded
+        return _error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+    job = q.submit(name, data)
+    log.info("job %s: queued %s (%d bytes)", job.id, name, len(data))
+    return web.json_response(job.public(), status=202)
+
+
+def _job(request: web.Request) -> Job:
+    q = request.app[JOBS]
+    q.expire()
+    job = q.jobs.get(request.match_info["job"])
+    if job is None:
+        raise web.HTTPNotFound(text='{"error": "no such job (finished jobs are kept for a while, '
+                                    'then deleted)"}', content_type="application/json")
+    return job
+
+
+async def job_status(request: web.Request) -> web.Response:
+    """``GET /api/jobs/{job}``: status, progress, and when done the summary and file names."""
+    return web.json_response(_job(request).public())
+
+
+async def job_file(request: web.Request) -> web.Response:
+    """``GET /api/jobs/{job}/{file}``: one result file of a finished job."""
+    job = _job(request)
+    name = request.match_info["file"]
+    if job.status != "done" or name not in (job.summary or {}).get("files", []):
+        return _error(404, f"no file {name!r} for this job (yet)")
+    suffix = name[name.rfind("."):]
+    headers = {}
+    if request.query.get("download"):
+        headers["Content-Disposition"] = f'attachment; filename="{job.id}-{name}"'
+    return web.Response(body=job.outputs.get(name), headers=headers,
+                        content_type=CONTENT_TYPES.get(suffix, "application/octet-stream"))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """``DELETE /api/jobs/{job}``: forget the job and its results now (cancels a running one)."""
+    if not request.app[JOBS].delete(request.match_info["job"]):
+        return _error(404, "no such job")
+    return web.json_response({"deleted": True})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/jobs", create_job)
+    r.add_get("/api/jobs/{job}", job_status)
+    r.add_get("/api/jobs/{job}/{file}", job_file)
+    r.add_delete("/api/jobs/{job}", delete_job)
+
+
+__all__ = ["JobQueue", "add_routes", "OUTPUT_FILES"]

@@ -1,0 +1,187 @@
+"""``run.py analyze``: videos in several containers and codecs, a rotated one, broken files,
+photos and folders; the CSV/JSON schema; the same labels as the live path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from bench.face_video import FACES_DIR, face_frame
+from core.analyze import CSV_HEADER, OUTPUT_FILES
+from core.preprocess import LABELS
+from run import main
+
+pytestmark = pytest.mark.timeout(240)
+ROOT = Path(__file__).resolve().parents[2]
+HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jpg")))
+             if n.startswith("happy"))
+
+
+def write_video(path: Path, codec: str, fmt: str | None = None, seconds: float = 1.2,
+                fps: int = 15, size: tuple[int, int] = (320, 240)) -> Path:
+    """One real face drifting on grey, encoded with ``codec`` into ``path``'s container."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for k in range(int(seconds * fps)):
+            img, _ = face_frame(HAPPY, x=w // 4 + k % 8, y=h // 6, side=min(w, h) * 7 // 12,
+                                size=(w, h))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
+def rotate_mp4(path: Path, dst: Path) -> Path:
+    """A copy whose track header says "show rotated 90 degrees clockwise" (a phone video)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    assert data[i + 4] == 0  # version 0 header: the matrix is 40 bytes after the flags
+    off = i + 4 + 40
+    data[off:off + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("name, codec, fmt", [
+    ("clip.mp4", "libx264", None), ("clip.webm", "libvpx", None), ("clip.mkv", "libx265", None),
+    ("clip.avi", "mpeg4", None), ("clip.flv", "flv", None), ("clip.mov", "libx264", None),
+])
+def test_every_container_gives_rows_a_video_a_chart_and_a_summary(tmp_path, capsys, name, codec,
+                                                                   fmt):
+    src = write_video(tmp_path / name, codec, fmt)
+    out = tmp_path / "out"
+    assert main(["analyze", str(src), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES.values())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_analysed"] == 18 and "error" not in summary
+    (face,) = summary["faces"]
+    assert face["dominant"] == "happy" and face["frames"] >= 12
+    assert abs(sum(summary["share"].values()) - 1.0) < 1e-3
+    with av.open(str(out / "annotated.mp4")) as c:  # H264 that browsers play
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.format.name == "yuv420p"
+        assert sum(1 for _ in c.decode(s)) == 18
+    assert cv2.imread(str(out / "chart.png")) is not None
+
+
+def test_csv_and_json_lines_schema(tmp_path):
+    src = write_video(tmp_path / "c.mp4", "libx264", seconds=1.0)
+    out = tmp_path / "out"
+    assert main(["analyze", str(src), "--out", str(out), "--no-video"]) == 0
+    assert not (out / "annotated.mp4").exists()
+    with open(out / "frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == CSV_HEADER
+    for r in rows:
+        assert r["label"] in LABELS and r["uncertain"] in ("0", "1")
+        assert abs(sum(float(r[lab]) for lab in LABELS) - 1.0) < 0.01
+        assert int(r["w"]) > 50 and r["face_id"] == "1"
+    lines = [json.loads(x) for x in (out / "frames.jsonl").read_text().splitlines()]
+    assert len(lines) == 15 and [x["frame"] for x in lines] == list(range(15))
+    times = [x["time_s"] for x in lines]
+    assert times == sorted(times) and times[1] == pytest.approx(1 / 15, abs=0.01)
+    face = lines[-1]["faces"][0]
+    assert set(face) == {"id", "box", "label", "score", "uncertain", "scores"}
+
+
+def test_fps_subsamples_by_timestamp(tmp_path):
+    src = write_video(tmp_path / "c.mp4", "libx264", seconds=2.0, fps=30)
+    out = tmp_path / "out"
+    assert main(["analyze", str(src), "--out", str(out), "--fps", "10"]) == 0
+    assert json.loads((out / "summary.json").read_text())["frames_analysed"] == 20
+
+
+def test_a_rotated_phone_video_is_analysed_upright(tmp_path):
+    src = write_video(tmp_path / "c.mp4", "libx264", size=(320, 240))
+    rot = rotate_mp4(src, tmp_path / "rotated.mp4")
+    out = tmp_path / "out"
+    assert main(["analyze", str(rot), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["video"]["rotation"] == 90
+    assert (summary["video"]["width"], summary["video"]["height"]) == (240, 320)
+    line = json.loads((out / "frames.jsonl").read_text().splitlines()[0])
+    assert (line["width"], line["height"]) == (240, 320)
+    assert summary["faces"] and summary["faces"][0]["dominant"] == "happy"  # found upright
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"this is not a video"), "cannot open as video"),
+    (lambda p: p.write_bytes(write_video(p.with_suffix(".tmp.mp4"), "libx264")
+                             .read_bytes()[:3000]), "cannot open as video"),
+])
+def test_broken_files_are_one_clear_line_and_a_nonzero_exit(tmp_path, capsys, make, message):
+    bad = tmp_path / "bad.mp4"
+    make(bad)
+    assert main(["analyze", str(bad), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_video_that_breaks_off_keeps_what_was_analysed(tmp_path, capsys):
+    src = write_video(tmp_path / "c.ts", "libx264", "mpegts", seconds=2.0)
+    data = bytearray(src.read_bytes())
+    cut = len(data) // 2
+    data[cut:cut + 4000] = bytes(4000)  # a damaged stretch, then the file goes on
+    (tmp_path / "d.ts").write_bytes(bytes(data[: cut + 8000]))
+    out = tmp_path / "out"
+    rc = main(["analyze", str(tmp_path / "d.ts"), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["frames_analysed"] < 30
+    rows = (out / "frames.csv").read_text().splitlines()
+    assert len(rows) - 1 == sum(f["frames"] for f in summary["faces"])  # rows were kept
+    assert rc in (0, 1) and "Traceback" not in capsys.readouterr().err
+
+
+def test_photos_and_folders(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img, _ = face_frame(HAPPY)
+    cv2.imwrite(str(folder / "a.png"), img)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xffnot really")
+    write_video(folder / "c.mp4", "libx264")
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out)]) == 1  # b.jpg is broken
+    res = json.loads((out / "a.json").read_text())
+    assert res["faces"][0]["label"] in LABELS and "id" not in res["faces"][0]
+    assert cv2.imread(str(out / "a.annotated.png")).shape == img.shape
+    assert json.loads((out / "c" / "summary.json").read_text())["frames_analysed"] == 18
+    captured = capsys.readouterr()
+    assert "b.jpg" in captured.err and "Traceback" not in captured.err
+    assert main(["analyze", str(tmp_path / "missing.mp4")]) == 2
+
+
+SHARED_CLIPS = ROOT.parent / "shared" / "data" / "labeled_videos_dev"
+
+
+@pytest.mark.skipif(not (SHARED_CLIPS / "labels.csv").exists(),
+                    reason="../shared/data/labeled_videos_dev is absent (a user's clone)")
+def test_majority_labels_match_the_live_path_on_real_clips(tmp_path):
+    """analyze (mp4 and avi) shows the same majority label per clip as the live path's replay
+    (``run.py evaluate-video``) at the same frame rate."""
+    from bench.video_eval import Clip, observe, replay
+    from core.pipeline import FacePipeline
+    from core.runtimes import load_classifier
+    from core.temporal import FilterConfig
+
+    clf = load_classifier(ROOT / "models" / "default")
+    for name in ("mead__eamm__surprised.mp4", "enterface05__darkhorse1997__s1_ha_1.avi",
+                 "mead__dreamtalk__W009_front_fear_level3_001.mp4"):
+        out = tmp_path / name
+        assert main(["analyze", str(SHARED_CLIPS / name), "--out", str(out), "--fps", "15",
+                     "--no-video"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        main_face = max(summary["faces"], key=lambda f: f["frames"])
+        shown = replay(observe(Clip(SHARED_CLIPS / name, "happy"), FacePipeline(), clf, 15.0)
+                       .frames, FilterConfig())
+        live_majority = LABELS[np.bincount(shown.label, minlength=7).argmax()]
+        assert main_face["dominant"] == live_majority, name

@@ -1,0 +1,115 @@
+"""``/api/jobs``: upload a video, poll, fetch the results, delete; limits, token, cleanup."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import aiohttp
+import cv2
+import pytest
+
+from server.app import create_app
+from server.config import ServerConfig
+from server.state import JOBS
+from tests.helpers import FakeClassifier, face_frame, wait_for
+from tests.integration.test_analyze import write_video
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def video(tmp_path) -> bytes:
+    return write_video(tmp_path / "v.mp4", "libx264", seconds=1.0).read_bytes()
+
+
+async def client_for(aiohttp_client, **kw):
+    return await aiohttp_client(create_app(ServerConfig(**kw), classifier=FakeClassifier()))
+
+
+async def finished(client, job: str) -> dict:
+    await wait_for(lambda: client.app[JOBS].jobs[job].status in ("done", "failed"), 60,
+                   what=f"job {job} finished")
+    return await (await client.get(f"/api/jobs/{job}")).json()
+
+
+async def test_a_video_job_runs_and_serves_every_file(aiohttp_client, video):
+    client = await client_for(aiohttp_client)
+    form = aiohttp.FormData()
+    form.add_field("file", video, filename="clip.mp4", content_type="video/mp4")
+    r = await client.post("/api/jobs", data=form)
+    assert r.status == 202
+    job = (await r.json())["job"]
+    state = await finished(client, job)
+    assert state["status"] == "done" and state["progress"] == 1.0
+    assert state["name"] == "clip.mp4"
+    assert state["summary"]["frames_analysed"] == 15
+    assert state["summary"]["faces"][0]["dominant"] == "happy"  # the fake says happy
+    assert set(state["files"]) == {"frames.csv", "frames.jsonl", "annotated.mp4", "chart.png",
+                                   "summary.json"}
+    for name, ctype in (("annotated.mp4", "video/mp4"), ("frames.csv", "text/csv"),
+                        ("chart.png", "image/png"), ("summary.json", "application/json")):
+        f = await client.get(f"/api/jobs/{job}/{name}")
+        assert f.status == 200 and f.content_type == ctype and len(await f.read()) > 100
+    d = await client.get(f"/api/jobs/{job}/frames.csv?download=1")
+    assert "attachment" in d.headers["Content-Disposition"]
+    assert json.loads(await (await client.get(f"/api/jobs/{job}/summary.json")).text())
+    assert client.app[JOBS].jobs[job].data == b""  # the upload itself is not kept
+    r = await client.delete(f"/api/jobs/{job}")
+    assert r.status == 200
+    assert (await client.get(f"/api/jobs/{job}")).status == 404
+    assert (await client.get(f"/api/jobs/{job}/frames.csv")).status == 404
+
+
+async def test_raw_body_uploads_work_too(aiohttp_client, video):
+    client = await client_for(aiohttp_client)
+    r = await client.post("/api/jobs?name=raw.mp4", data=video)
+    assert r.status == 202 and (await r.json())["name"] == "raw.mp4"
+
+
+@pytest.mark.parametrize("body, status, text", [
+    (b"", 400, "empty"),
+    (b"definitely not a video", 415, "not a video"),
+])
+async def test_bad_uploads_are_refused_clearly(aiohttp_client, body, status, text):
+    client = await client_for(aiohttp_client)
+    r = await client.post("/api/jobs", data=body)
+    assert r.status == status and text in (await r.json())["error"]
+    img = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
+    r = await client.post("/api/jobs", data=img)
+    assert r.status == 415  # a photo goes to /api/predict, not here
+
+
+async def test_too_large_is_413_and_a_full_queue_is_503(aiohttp_client, video):
+    client = await client_for(aiohttp_client, max_upload_bytes=len(video) - 1)
+    r = await client.post("/api/jobs", data=video)
+    assert r.status == 413 and "too large" in (await r.json())["error"]
+    client = await client_for(aiohttp_client, max_jobs=1)
+    q = client.app[JOBS]
+    gate = threading.Event()
+    q.pool.submit(gate.wait, 30)  # the worker thread is busy: the next job stays queued
+    first = await client.post("/api/jobs", data=video)
+    assert first.status == 202
+    r = await client.post("/api/jobs", data=video)
+    assert r.status == 503 and "busy" in (await r.json())["error"]
+    gate.set()
+    assert (await finished(client, (await first.json())["job"]))["status"] == "done"
+
+
+async def test_the_token_applies_to_every_job_route(aiohttp_client, video):
+    client = await client_for(aiohttp_client, access_token="T0K")
+    assert (await client.post("/api/jobs", data=video)).status == 401
+    r = await client.post("/api/jobs?token=T0K", data=video)
+    job = (await r.json())["job"]
+    for method, path in (("GET", f"/api/jobs/{job}"), ("GET", f"/api/jobs/{job}/frames.csv"),
+                         ("DELETE", f"/api/jobs/{job}")):
+        assert (await client.request(method, path)).status == 401
+
+
+async def test_finished_jobs_expire(aiohttp_client, video):
+    client = await client_for(aiohttp_client, job_ttl_s=30)
+    job = (await (await client.post("/api/jobs", data=video)).json())["job"]
+    await finished(client, job)
+    q = client.app[JOBS]
+    q.expire(now=q.jobs[job].finished_at + 31)
+    assert job not in q.jobs and (await client.get(f"/api/jobs/{job}")).status == 404
