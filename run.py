@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """FaceDApps command line: serve (default) | train | ensemble | evaluate | evaluate-video |
-analyze | predict | convert | bench.
+analyze | stream | predict | convert | bench.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -286,6 +286,42 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return rc
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from core.video import VideoError
+    from streamer.client import ResultWriter, StreamConfig, StreamError, run
+
+    try:
+        cfg = StreamConfig(server=args.server.rstrip("/"), video=args.video, camera=args.camera,
+                           token=args.token or None, basic_auth=args.basic_auth or None,
+                           transport=args.transport, fps=args.fps)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = open(args.csv, "w", newline="", encoding="utf-8") if args.csv else sys.stdout
+    writer = ResultWriter(out, "csv" if args.csv else "jsonl")
+
+    async def main_async() -> str:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run(cfg, writer, stop)
+
+    try:
+        transport = asyncio.run(main_async())
+    except (StreamError, VideoError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.csv:
+            out.close()
+    print(f"{writer.results} results over {transport}", file=sys.stderr)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
     from core.errors import ImageError, ModelError
@@ -430,6 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", default=str(DEFAULT_MODEL))
     an.add_argument("--backend", default="auto")
     an.set_defaults(fn=cmd_analyze)
+
+    st = sub.add_parser("stream", help="send a video file or a camera to a server (WebRTC, "
+                        "else WebSocket) and print the results as JSON lines or CSV")
+    st.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8080")
+    src = st.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="a video file (sent at its own pace)")
+    src.add_argument("--camera", help="a camera: V4L2 device number N (/dev/videoN) or path")
+    st.add_argument("--token", default=os.environ.get("FACEDAPPS_ACCESS_TOKEN"),
+                    help="the server's access token (env FACEDAPPS_ACCESS_TOKEN)")
+    st.add_argument("--basic-auth", default=os.environ.get("FACEDAPPS_BASIC_AUTH"),
+                    metavar="USER:PASS", help="basic auth of a public demo")
+    st.add_argument("--transport", choices=["auto", "webrtc", "ws"], default="auto")
+    st.add_argument("--fps", type=float, default=15.0, help="frames per second over WebSocket")
+    st.add_argument("--csv", help="write CSV rows (one per face) to this file instead of JSON "
+                    "lines on stdout")
+    st.set_defaults(fn=cmd_stream)
 
     pr = sub.add_parser("predict", help="classify the faces in image files")
     pr.add_argument("images", nargs="+")

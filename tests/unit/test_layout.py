@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "server", "training", "bench")
+PACKAGES = ("core", "server", "training", "bench", "streamer")
 
 
 def test_import_contracts_hold() -> None:

@@ -1,0 +1,255 @@
+"""``python run.py stream``: a file or a camera to a server, results as JSON lines or CSV.
+
+Like the page: WebRTC first (aiortc; the video track and a ``results`` data channel offered to
+``POST /offer``), and when WebRTC does not connect within ``webrtc_timeout_s`` (an HTTP tunnel
+carries no UDP), JPEG frames over ``/ws/stream`` instead. The access token goes as ``?token=``
+on every request, basic auth (for an ngrok demo) as the ``Authorization`` header. A file is
+sent at its own pace and the client ends after its last result; a camera streams until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, TextIO
+
+import aiohttp
+
+from core.preprocess import LABELS
+
+log = logging.getLogger(__name__)
+
+#: CSV columns, one row per face of each result.
+CSV_HEADER = ["session", "frame", "latency_ms", "face_id", "x", "y", "w", "h", "label", "score",
+              "uncertain", *LABELS]
+
+
+class StreamError(RuntimeError):
+    """The server refused the stream or cannot be reached (one clear line for the CLI)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Where to send what, and how."""
+
+    server: str
+    #: A video file, or None with ``camera``.
+    video: str | None = None
+    #: A camera: a V4L2 device number (``/dev/videoN``) or a device path.
+    camera: str | None = None
+    token: str | None = None
+    #: ``user:password`` for a server behind basic auth (the ngrok demo).
+    basic_auth: str | None = None
+    #: ``auto`` (WebRTC, then the WebSocket fallback), ``webrtc`` or ``ws``.
+    transport: str = "auto"
+    webrtc_timeout_s: float = 5.0
+    #: Frames per second sent over the WebSocket transport.
+    fps: float = 15.0
+    #: Wait this long for the last results after a file ends.
+    drain_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.video is None) == (self.camera is None):
+            raise ValueError("give exactly one of --video FILE and --camera N")
+        if self.transport not in ("auto", "webrtc", "ws"):
+            raise ValueError("transport must be auto, webrtc or ws")
+        if self.basic_auth is not None and ":" not in self.basic_auth:
+            raise ValueError("--basic-auth must be USER:PASSWORD")
+        if self.fps <= 0:
+            raise ValueError("fps must be > 0")
+
+
+class ResultWriter:
+    """Writes result messages as JSON lines, or as CSV rows (one per face)."""
+
+    def __init__(self, out: TextIO, fmt: str = "jsonl") -> None:
+        self.out = out
+        self.fmt = fmt
+        self.results = 0
+        self._csv = csv.writer(out) if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(CSV_HEADER)
+
+    def write(self, msg: dict) -> None:
+        if msg.get("type") != "result":
+            return
+        self.results += 1
+        if self._csv is None:
+            self.out.write(json.dumps(msg, separators=(",", ":")) + "\n")
+        else:
+            for f in msg.get("faces", []):
+                scores = f.get("scores", {})
+                self._csv.writerow([msg.get("session"), msg.get("frame"), msg.get("latency_ms"),
+                                    f.get("id"), *f.get("box", [None] * 4), f.get("label"),
+                                    f.get("score"), int(bool(f.get("uncertain"))),
+                                    *(scores.get(lab) for lab in LABELS)])
+        self.out.flush()
+
+
+def _auth(cfg: StreamConfig) -> aiohttp.BasicAuth | None:
+    if cfg.basic_auth is None:
+        return None
+    user, password = cfg.basic_auth.split(":", 1)
+    return aiohttp.BasicAuth(user, password)
+
+
+def _params(cfg: StreamConfig) -> dict[str, str]:
+    return {"token": cfg.token} if cfg.token else {}
+
+
+def _player(cfg: StreamConfig) -> Any:
+    import av
+    from aiortc.contrib.media import MediaPlayer
+
+    try:
+        if cfg.video is not None:
+            return MediaPlayer(cfg.video)
+        dev = cfg.camera or "0"
+        path = f"/dev/video{dev}" if dev.isdigit() else dev
+        return MediaPlayer(path, format="v4l2", options={"framerate": "15",
+                                                          "video_size": "640x480"})
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise StreamError(f"cannot open {cfg.video or cfg.camera}: {exc}") from None
+
+
+async def _error_text(r: aiohttp.ClientResponse) -> str:
+    try:
+        return str((await r.json()).get("error"))
+    except (aiohttp.ContentTypeError, ValueError):
+        return (await r.text())[:200]
+
+
+async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
+                        on_message: Callable[[dict], None], stop: asyncio.Event) -> bool:
+    """Stream over WebRTC until the source ends or ``stop``; False when it did not connect
+    within ``webrtc_timeout_s`` (the caller may fall back)."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    player = _player(cfg)
+    if player.video is None:
+        raise StreamError(f"{cfg.video or cfg.camera}: no video stream")
+    pc = RTCPeerConnection()
+    connected, ended = asyncio.Event(), asyncio.Event()
+    channel = pc.createDataChannel("results")
+    channel.on("message", lambda m: on_message(json.loads(m)) if isinstance(m, str) else None)
+    pc.addTrack(player.video)
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        if pc.connectionState == "connected":
+            connected.set()
+        elif pc.connectionState in ("failed", "closed"):
+            ended.set()
+
+    @player.video.on("ended")
+    def on_ended() -> None:
+        ended.set()
+
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        async with http.post(cfg.server + "/offer", json=body, params=_params(cfg)) as r:
+            if r.status != 200:
+                raise StreamError(f"the server refused the stream: {r.status} "
+                                  f"{await _error_text(r)}")
+            answer = await r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        try:
+            await asyncio.wait_for(connected.wait(), cfg.webrtc_timeout_s)
+        except asyncio.TimeoutError:
+            log.info("WebRTC did not connect within %.0f s", cfg.webrtc_timeout_s)
+            return False
+        log.info("streaming over WebRTC (session %s)", answer.get("session"))
+        waiters = [asyncio.ensure_future(e.wait()) for e in (ended, stop)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if ended.is_set() and not stop.is_set():
+            await _drain(cfg, stop)
+        return True
+    finally:
+        await pc.close()
+        if player.video is not None:
+            player.video.stop()
+
+
+async def _drain(cfg: StreamConfig, stop: asyncio.Event) -> None:
+    """Wait up to ``drain_s`` for results still on their way (or until ``stop``)."""
+    try:
+        await asyncio.wait_for(stop.wait(), cfg.drain_s)
+    except asyncio.TimeoutError:
+        pass  # the drain time is up: the normal end of a file
+
+
+def _jpeg_frames(cfg: StreamConfig):
+    import cv2
+
+    from core.video import frames
+
+    if cfg.video is None:
+        raise StreamError("the WebSocket transport sends files only (--video)")
+    for t, bgr in frames(cfg.video, cfg.fps):
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if ok:
+            yield t, buf.tobytes()
+
+
+async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
+                    on_message: Callable[[dict], None], stop: asyncio.Event) -> None:
+    """Stream a file over ``/ws/stream`` at ``cfg.fps``, paced by the frames' timestamps."""
+    url = cfg.server.replace("http", "ws", 1) + "/ws/stream"
+    try:
+        ws = await http.ws_connect(url, params=_params(cfg), heartbeat=20)
+    except aiohttp.WSServerHandshakeError as exc:
+        raise StreamError(f"the server refused the WebSocket stream: {exc.status}") from None
+    async with ws:
+        hello = await ws.receive_json(timeout=10)
+        if hello.get("type") == "error":
+            raise StreamError(f"the server refused the stream: {hello.get('error')}")
+        log.info("streaming over WebSocket (session %s)", hello.get("session"))
+
+        async def read() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    on_message(json.loads(msg.data))
+
+        reader = asyncio.ensure_future(read())
+        try:
+            t0 = time.monotonic()
+            for t, jpg in _jpeg_frames(cfg):
+                if stop.is_set() or reader.done():
+                    break
+                delay = t0 + t - time.monotonic()
+                if delay > 0:  # the file's own pace, as a camera would send it
+                    await asyncio.sleep(delay)
+                await ws.send_bytes(jpg)
+            if not stop.is_set():
+                await _drain(cfg, stop)
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+
+
+async def run(cfg: StreamConfig, writer: ResultWriter, stop: asyncio.Event | None = None) -> str:
+    """Stream until the source ends or ``stop`` is set; returns the transport used."""
+    stop = stop or asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(auth=_auth(cfg), timeout=timeout) as http:
+        try:
+            if cfg.transport in ("auto", "webrtc"):
+                if await stream_webrtc(cfg, http, writer.write, stop):
+                    return "webrtc"
+                if cfg.transport == "webrtc":
+                    raise StreamError("WebRTC did not connect (use --transport auto to fall back "
+                                      "to the WebSocket transport)")
+                log.warning("WebRTC did not connect; using the WebSocket fallback")
+            await stream_ws(cfg, http, writer.write, stop)
+            return "ws"
+        except aiohttp.ClientConnectionError as exc:
+            raise StreamError(f"cannot reach {cfg.server}: {exc}") from None
