@@ -35,6 +35,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="batcher: max faces per batch")
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batcher: max wait for more faces (0: take what is queued)")
+    p.add_argument("--reuse-s", type=float, default=None,
+                   help="reuse a tracked face's probabilities this many seconds before "
+                        "classifying it again (0: every frame; default: the measured choice)")
     p.add_argument("--detect-workers", type=int, default=0,
                    help="threads for frame conversion + face detection (0: one per core)")
     p.add_argument("--infer-threads", type=int, default=0,
@@ -78,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_sessions=args.max_sessions, max_sessions_per_ip=args.max_sessions_per_ip,
             max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
             detect_workers=args.detect_workers, infer_threads=args.infer_threads,
+            **({} if args.reuse_s is None else {"reuse_s": args.reuse_s}),
             ice_servers=tuple(ice), turn_username=args.turn_username,
             turn_credential=args.turn_credential,
             ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken or None,
@@ -208,7 +212,8 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
                             evidence_s=args.evidence_s, smoothing_s=args.smoothing_s,
                             hysteresis=args.hysteresis)
         clf = load_classifier(args.model, args.backend)
-        out = run(args.clips, clf, args.fps or None, filt, grid=args.grid)
+        out = run(args.clips, clf, args.fps or None, filt, grid=args.grid,
+                  reuse_s=args.reuse_s, reuse_grid=args.reuse_grid)
     except (ClipError, ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -221,6 +226,9 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     if args.grid:
         print("\n" + out["grid_table"])
         print(f"chosen by the rule: {out['chosen']}")
+    if args.reuse_grid:
+        print("\nclassification plan: a tracked face's probabilities reused for N s\n"
+              + out["reuse_table"])
     return 0
 
 
@@ -430,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_SMOOTHING_S,
         DEFAULT_SWITCH_PER_S,
     )
+    from core.tracker import DEFAULT_REUSE_S
 
     ev = sub.add_parser("evaluate-video", help="replay labelled clips through the live path "
                         "(detector, classifier, tracker, temporal filter) and report accuracy "
@@ -450,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="hmm: expected expression switches per second")
     ev.add_argument("--evidence-s", type=float, default=DEFAULT_EVIDENCE_S,
                     help="hmm: seconds of video that count as one independent observation")
+    ev.add_argument("--reuse-s", type=float, default=DEFAULT_REUSE_S,
+                    help="reuse a tracked face's probabilities for this many seconds before "
+                         "classifying it again (the server's plan; 0: every frame)")
+    ev.add_argument("--reuse-grid", action="store_true",
+                    help="also compare reuse ages and pick one by the stated rule")
     ev.add_argument("--grid", action="store_true",
                     help="also evaluate a grid of filters and pick one by the stated rule")
     ev.add_argument("--json", action="store_true")
@@ -500,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark backends, pipeline and live server")
     b.add_argument("--model", default=str(DEFAULT_MODEL))
+    b.add_argument("--video", default="real",
+                   help="client video: real (the dev clips' real faces, default; needs "
+                        "../shared), street (many small faces, 1280x720), synthetic, or a file")
     b.add_argument("--quick", action="store_true",
                    help="short run: 1 and 2 clients for 5 s, no batching sweep")
     b.add_argument("--out", default=str(ROOT / "bench-out"),

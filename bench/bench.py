@@ -4,11 +4,14 @@ One run prints plain-text tables (and writes them to ``<out>/bench.txt``):
 
 1. Classifier latency (median ms) and faces/s at batch 1, 8, 32 for every backend the model
    folder supports, against Keras eager ``model(x)`` and ``model.predict(x)``.
-2. The isolated pipeline, one face per frame, one thread: JPEG decode -> BlazeFace -> crop ->
-   classify with the ``auto`` backend (the server's choice).
+2. The isolated pipeline, one thread, frame after frame of the client video: H264 decode ->
+   BGR -> BlazeFace -> crop -> classify with the ``auto`` backend (the server's choice); wall
+   and CPU milliseconds per frame.
 3. The live server (``run.py serve`` in a subprocess, so its CPU time is its own) over loopback
-   with 1, 2, 4, 8 aiortc clients, each relaying a pre-encoded 640x480 15 fps H264 face video
-   (no encoding in the clients) and reading the result messages from its data channel.
+   with 1, 2, 4, 8 aiortc clients, each relaying the client video (``--video``: real faces from
+   the dev clips by default, see ``bench.videos``; pre-encoded, no encoding in the clients) and
+   reading the result messages from its data channel; server CPU milliseconds per processed
+   frame and per second of one client's video, and the live overhead over the isolated path.
 4. A sweep of the batcher's ``--max-batch`` and ``--max-wait-ms`` with 8 clients (fewer when
    fewer are asked for).
 
@@ -103,50 +106,6 @@ def face_batch(n: int) -> np.ndarray:
         if img is not None:
             faces.append(preprocess_face(img))
     return to_batch([faces[i % len(faces)] for i in range(n)])
-
-
-def cycle_frames() -> list[np.ndarray]:
-    """One 8 s loop of the face video (drifting face, a new face each second), BGR 640x480."""
-    from bench.face_video import make_frames
-
-    return make_frames(8.0, FPS)
-
-
-def make_h264_video(path: Path, seconds: float) -> Path:
-    """An MPEG-TS file with constrained-baseline H264 (Annex B, no B-frames, a keyframe per
-    second) that aiortc's ``MediaPlayer(path, decode=False)`` relays without re-encoding."""
-    import av
-
-    frames = cycle_frames()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    container = av.open(str(tmp), mode="w", format="mpegts")
-    try:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"profile": "baseline", "bf": "0", "g": str(FPS), "preset": "veryfast"}
-        for i in range(int(seconds * FPS)):
-            frame = av.VideoFrame.from_ndarray(frames[i % len(frames)], format="bgr24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
-    os.replace(tmp, path)
-    return path
-
-
-def face_video(out: Path, seconds: float) -> Path:
-    """The cached face video of at least ``seconds`` seconds (made once)."""
-    length = int(max(40, np.ceil(seconds / 10) * 10))
-    path = out / f"faces-640x480-{FPS}fps-{length}s-baseline.ts"
-    if not path.exists():
-        log.info("encoding %s", path)
-        make_h264_video(path, length)
-    return path
 
 
 # --------------------------------------------------------------------------- 1. classifiers
@@ -244,56 +203,80 @@ class PipelineResult:
     total_ms: float
     stages: dict[str, float]
     faces_per_frame: float
+    #: Process CPU milliseconds per frame, decoding included.
+    cpu_ms: float = 0.0
 
     @property
     def fps(self) -> float:
         return 1000.0 / self.total_ms
 
 
-def bench_pipeline(model_dir: str, budget_s: float, rep: Report) -> PipelineResult:
-    """Section 2: one thread, frame after frame, one face each."""
-    import cv2
+def _decode_ms(video: Path, n: int) -> tuple[float, float]:
+    """Median wall ms and mean CPU ms per frame to decode ``video``'s H264 into BGR arrays
+    (what the server does for each frame it processes)."""
+    import av
 
-    from core.pipeline import FacePipeline, decode_image
+    walls: list[float] = []
+    c0 = time.process_time()
+    with av.open(str(video)) as c:
+        t = time.perf_counter()
+        for frame in c.decode(video=0):
+            frame.to_ndarray(format="bgr24")
+            now = time.perf_counter()
+            walls.append((now - t) * 1e3)
+            t = now
+            if len(walls) >= n:
+                break
+    return statistics.median(walls), (time.process_time() - c0) * 1e3 / max(1, len(walls))
+
+
+def bench_pipeline(model_dir: str, budget_s: float, rep: Report, video: Path,
+                   video_note: str) -> PipelineResult:
+    """Section 2: one thread, frame after frame of the client video: H264 decode -> BGR ->
+    detection + crop -> classification; wall and CPU milliseconds per frame."""
+    from bench.videos import decoded_frames
+    from core.pipeline import FacePipeline
     from core.runtimes import load_classifier
 
     clf = load_classifier(model_dir, "auto")
     pipe = FacePipeline()
-    jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-             for f in cycle_frames()[::8]]
-    stages: dict[str, list[float]] = {"decode": [], "detect+crop": [], "classify": []}
+    frames = decoded_frames(video, 300)
+    dec_wall, dec_cpu = _decode_ms(video, 300)
+    stages: dict[str, list[float]] = {"detect+crop": [], "classify": []}
     totals: list[float] = []
     faces = 0
-    for data in jpegs[:3]:  # warm up (interpreters, caches)
-        ff = pipe.faces(decode_image(data))
+    for img in frames[:3]:  # warm up (interpreters, caches)
+        ff = pipe.faces(img)
         clf.predict_batch(ff.batch)
     end = time.perf_counter() + budget_s
     i = 0
+    c0 = time.process_time()
     while i < 30 or time.perf_counter() < end:
-        data = jpegs[i % len(jpegs)]
-        t0 = time.perf_counter()
-        img = decode_image(data)
+        img = frames[i % len(frames)]
         t1 = time.perf_counter()
         ff = pipe.faces(img)
         t2 = time.perf_counter()
         if ff.boxes:
             clf.predict_batch(ff.batch)
         t3 = time.perf_counter()
-        stages["decode"].append((t1 - t0) * 1e3)
         stages["detect+crop"].append((t2 - t1) * 1e3)
         stages["classify"].append((t3 - t2) * 1e3)
-        totals.append((t3 - t0) * 1e3)
+        totals.append((t3 - t1) * 1e3)
         faces += len(ff.boxes)
         i += 1
-    res = PipelineResult(clf.backend, statistics.median(totals),
-                         {k: statistics.median(v) for k, v in stages.items()}, faces / i)
+    cpu_ms = (time.process_time() - c0) * 1e3 / i + dec_cpu
+    res = PipelineResult(clf.backend, statistics.median(totals) + dec_wall,
+                         {"decode H264 -> BGR": dec_wall,
+                          **{k: statistics.median(v) for k, v in stages.items()}},
+                         faces / i, cpu_ms)
     rows = [[k, fmt(v, 2)] for k, v in res.stages.items()]
     rows.append(["total (median)", fmt(res.total_ms, 2)])
     rep.add("\n".join([
-        f"== 2. Isolated pipeline (640x480 JPEG, one face, one thread, backend {clf.backend}; "
+        f"== 2. Isolated pipeline ({video_note}; one thread, backend {clf.backend}; "
         f"{i} frames, {res.faces_per_frame:.2f} faces/frame)",
         table(["stage", "median ms"], rows),
-        f"isolated pipeline: {res.fps:.1f} fps (one thread)"]) + "\n")
+        f"isolated pipeline: {res.fps:.1f} fps (one thread); {res.cpu_ms:.2f} CPU ms per frame "
+        f"(decode included)"]) + "\n")
     return res
 
 
@@ -421,6 +404,16 @@ class LiveResult:
     def p95(self) -> float:
         return pct(self.latencies, 95)
 
+    @property
+    def cpu_ms_per_frame(self) -> float:
+        """Server CPU milliseconds per processed frame (a machine-portable cost)."""
+        return 10.0 * self.server_cpu / max(self.processed, 1e-9)
+
+    @property
+    def cpu_ms_per_client_s(self) -> float:
+        """Server CPU milliseconds per second of one client's video."""
+        return 10.0 * self.server_cpu / max(self.clients, 1)
+
 
 async def live_run(server: Server, http, video: Path, n: int, seconds: float,
                    warmup: float) -> LiveResult:
@@ -495,11 +488,38 @@ def live_table(results: Sequence[LiveResult], isolated_fps: float) -> str:
                      fmt(r.p50), fmt(r.p95), fmt(r.received), f"{int(r.dropped)}",
                      fmt(100 * r.dropped / max(1.0, r.received * r.seconds), 0) + "%",
                      fmt(r.mean_batch, 2), fmt(r.faces_per_result, 2),
-                     fmt(r.server_cpu, 0) + "%", fmt(r.client_cpu, 0) + "%",
+                     fmt(r.server_cpu, 0) + "%", fmt(r.cpu_ms_per_frame, 2),
+                     fmt(r.cpu_ms_per_client_s, 0), fmt(r.client_cpu, 0) + "%",
                      fmt(100 * r.total_fps / isolated_fps, 0) + "%"])
     return table(["clients", "fps/client min", "mean", "total fps", "p50 ms", "p95 ms",
                   "recv fps", "dropped", "drop %", "batch", "faces", "server CPU",
-                  "client CPU", "vs isolated"], rows)
+                  "CPU ms/frame", "CPU ms/client-s", "client CPU", "vs isolated"], rows)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its vector extensions that matter here (from /proc/cpuinfo)."""
+    name, flags = "unknown CPU", set[str]()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'})"
+
+
+def overhead_lines(live: Sequence[LiveResult], pipeline: PipelineResult) -> list[str]:
+    """The live path's CPU per frame beyond the isolated pipeline's: aiortc receive (RTP,
+    jitter buffer), the data channel, the event loop and the threads' hand-offs."""
+    if not live:
+        return []
+    r = min(live, key=lambda x: x.clients)
+    extra = r.cpu_ms_per_frame - pipeline.cpu_ms
+    return [f"live overhead: {r.cpu_ms_per_frame:.2f} server CPU ms per processed frame with "
+            f"{r.clients} client(s) vs {pipeline.cpu_ms:.2f} isolated (decode included): "
+            f"{extra:+.2f} ms for aiortc receive, data channel, event loop and threads"]
 
 
 # --------------------------------------------------------------------------- 4. sweep
@@ -595,13 +615,24 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rep = Report(out / "bench.txt")
+    from bench.videos import VideoMissing, bench_video
+
+    choice = getattr(args, "video", None) or "real"
+    try:
+        video, video_note = bench_video(choice, out, max(40.0, warmup + seconds + 15))
+    except VideoMissing as exc:
+        if choice != "real":
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        video, video_note = bench_video("synthetic", out, max(40.0, warmup + seconds + 15))
+        video_note += f" (the real video needs ../shared: {exc})"
     rep.add(f"FaceDApps bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: model {model_dir}, "
-            f"{os.cpu_count()} cores, {'quick' if quick else 'full'} run\n")
+            f"{os.cpu_count()} cores of {cpu_model()}, {'quick' if quick else 'full'} run; "
+            f"client video: {video_note}\n")
     clf = bench_classifiers(model_dir, 0.4 if quick else 1.5, rep)
-    pipeline = bench_pipeline(model_dir, 2.0 if quick else 5.0, rep)
+    pipeline = bench_pipeline(model_dir, 2.0 if quick else 5.0, rep, video, video_note)
     live: list[LiveResult] = []
     if live_on:
-        video = face_video(out, warmup + seconds + 15)
         from server.config import ServerConfig
 
         knobs = ServerConfig()  # the server's defaults
@@ -615,11 +646,14 @@ def main(args: argparse.Namespace) -> int:
             f"== 3. Live server over loopback ({health.get('backend')} on "
             f"{health.get('device')}, {health.get('infer_threads')} inference threads, "
             f"{health.get('detect_workers')} detection workers; max batch "
-            f"{knobs.max_batch_size}, max wait {knobs.max_wait_ms:g} ms; {FPS} fps H264 "
-            f"640x480 per client; {seconds:g} s measured after {warmup:g} s warm-up)",
+            f"{knobs.max_batch_size}, max wait {knobs.max_wait_ms:g} ms; each client relays "
+            f"{video_note}; {seconds:g} s measured after {warmup:g} s warm-up)",
             live_table(live, pipeline.fps),
             "fps: results per second each client received; latency: server frame arrival -> "
-            "result; CPU: % of one core; vs isolated: total fps / isolated pipeline fps"]) + "\n")
+            "result; CPU: % of one core; CPU ms/frame: server CPU per processed frame; CPU "
+            "ms/client-s: server CPU per second of one client's video; vs isolated: total fps "
+            "/ isolated pipeline fps",
+            *overhead_lines(live, pipeline)]) + "\n")
     if live_on and getattr(args, "threads_sweep", False):
         n = max(counts)
         cores = os.cpu_count() or 1
@@ -627,7 +661,7 @@ def main(args: argparse.Namespace) -> int:
         trows = []
         for i, d in combos:
             res, _ = asyncio.run(bench_live(
-                model_dir, out, face_video(out, warmup + seconds + 15), [n], seconds, warmup,
+                model_dir, out, video, [n], seconds, warmup,
                 knobs.max_batch_size, knobs.max_wait_ms, backend, tag=f"threads-i{i}-d{d}",
                 flags=[f"--infer-threads={i}", f"--detect-workers={d}"]))
             trows.append([i, d, fmt(min(res[0].fps)), fmt(res[0].total_fps), fmt(res[0].p95),
@@ -640,7 +674,7 @@ def main(args: argparse.Namespace) -> int:
                    "server CPU", "vs isolated"], trows)]) + "\n")
     if sweep_on:
         n = min(8, max(counts))
-        rows = asyncio.run(bench_sweep(model_dir, out, face_video(out, 30), n, 6.0, 2.0,
+        rows = asyncio.run(bench_sweep(model_dir, out, video, n, 6.0, 2.0,
                                        (1, 4, 8, 16), (0.0, 2.0, 4.0, 8.0), backend))
         top = max(r[2].total_fps for r in rows)
         best = min((r for r in rows if r[2].total_fps >= 0.97 * top), key=lambda r: r[2].p95)

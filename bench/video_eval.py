@@ -30,7 +30,7 @@ import numpy as np
 from core.pipeline import FacePipeline
 from core.preprocess import LABELS
 from core.temporal import UNCERTAIN_BELOW, FilterConfig
-from core.tracker import FaceTracker
+from core.tracker import FaceTracker, merge_plan
 from core.video import VideoError, frames
 
 log = logging.getLogger(__name__)
@@ -113,11 +113,19 @@ def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | No
     return Observed(clip, frames, (len(frames) - 1) / span if span > 0 else 0.0)
 
 
-def replay(frames: Sequence[FrameObs], filt: FilterConfig) -> Shown:
+def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0) -> Shown:
     """The shown label of the main face (the track seen most often) frame by frame: the face
-    objects a live session would send (``FaceTracker.describe``), stamped with clip time."""
+    objects a live session would send (``FaceTracker.describe``), stamped with clip time, with
+    the session's classification plan (a tracked face's probabilities reused for ``reuse_s``
+    seconds: the cached classifier output stands in for the faces it would classify)."""
     tracker = FaceTracker(LABELS, filter=filt)
-    per_frame = [(fo.t, tracker.describe(fo.t, fo.boxes, fo.probs)) for fo in frames]
+    per_frame = []
+    for fo in frames:
+        plan = tracker.plan(fo.t, fo.boxes, reuse_s)
+        need = [i for i, p in enumerate(plan) if p is None]
+        probs = merge_plan(plan, fo.probs[need], len(LABELS))
+        per_frame.append((fo.t, tracker.describe(fo.t, fo.boxes, probs,
+                                                 [p is None for p in plan])))
     ids = Counter(face["id"] for _, faces in per_frame for face in faces)
     out = Shown()
     if not ids:
@@ -195,8 +203,8 @@ def joined(a: Observed, b: Observed) -> tuple[list[FrameObs], float]:
     return list(a.frames) + [FrameObs(f.t + shift, f.boxes, f.probs) for f in b.frames], shift
 
 
-def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: FilterConfig
-             ) -> dict:
+def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: FilterConfig,
+             reuse_s: float = 0.0) -> dict:
     """Seconds from the joint until the shown label is the second clip's label, on the pairs
     whose second clip the model recognises (raw argmax majority = its label)."""
     times, unrecognised, never = [], 0, 0
@@ -208,7 +216,7 @@ def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: Fi
             unrecognised += 1
             continue
         frames, t_switch = joined(obs[i], b)
-        shown = replay(frames, filt)
+        shown = replay(frames, filt, reuse_s)
         hit = next((t for t, s in zip(shown.t, shown.label) if t >= t_switch and s == k), None)
         if hit is None:
             never += 1
@@ -219,12 +227,13 @@ def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: Fi
             "p90_s": float(np.percentile(times, 90)) if times else None}
 
 
-def evaluate(obs: Sequence[Observed], filt: FilterConfig) -> dict:
-    """Per clip and overall figures of one filter, and the reaction on the switch pairs."""
+def evaluate(obs: Sequence[Observed], filt: FilterConfig, reuse_s: float = 0.0) -> dict:
+    """Per clip and overall figures of one filter (and classification plan), and the
+    reaction on the switch pairs."""
     per_clip = []
     for o in obs:
         duration = o.frames[-1].t - o.frames[0].t + (1.0 / o.fps if o.fps else 0.0)
-        m = clip_metrics(replay(o.frames, filt), o.clip.label, duration)
+        m = clip_metrics(replay(o.frames, filt, reuse_s), o.clip.label, duration)
         per_clip.append({"clip": o.clip.path.name, "label": o.clip.label,
                          "frames_decoded": len(o.frames), **m})
     overall: dict[str, Any] = {"clips": len(per_clip)}
@@ -238,8 +247,8 @@ def evaluate(obs: Sequence[Observed], filt: FilterConfig) -> dict:
         }
     overall["uncertain_share"] = float(np.mean([c["uncertain_share"] for c in per_clip]))
     pairs = switch_pairs([o.clip for o in obs])
-    return {"filter": filt.describe(), "overall": overall, "reaction": reaction(obs, pairs, filt),
-            "clips": per_clip}
+    return {"filter": filt.describe(), "reuse_s": reuse_s, "overall": overall,
+            "reaction": reaction(obs, pairs, filt, reuse_s), "clips": per_clip}
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -270,6 +279,35 @@ def choose(results: Sequence[dict]) -> dict | None:
         return None
     return min(ok, key=lambda r: (round(r["overall"]["shown"]["changes_per_s"], 3),
                                   -r["overall"]["shown"]["frame_accuracy"]))
+
+
+#: Reuse ages ``--reuse-grid`` compares (seconds a tracked face's probabilities are reused).
+REUSE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def choose_reuse(rows: Sequence[dict]) -> dict | None:
+    """The rule for the classification plan, fixed before the comparison was first run: the
+    longest reuse age whose clip accuracy is within one clip, frame accuracy within 0.01, and
+    label changes per second within 0.05 of classifying every frame (``rows[0]``), and whose
+    median reaction stays within 0.7 s."""
+    base = rows[0]["overall"]["shown"]
+    n = rows[0]["overall"]["clips"]
+    ok = [r for r in rows
+          if r["overall"]["shown"]["clip_accuracy"] >= base["clip_accuracy"] - 1.0 / n - 1e-9
+          and r["overall"]["shown"]["frame_accuracy"] >= base["frame_accuracy"] - 0.01
+          and r["overall"]["shown"]["changes_per_s"] <= base["changes_per_s"] + 0.05
+          and (r["reaction"]["median_s"] or 0.0) <= MAX_MEDIAN_REACTION_S]
+    return max(ok, key=lambda r: r["reuse_s"]) if ok else None
+
+
+def reuse_table(rows: Sequence[dict], chosen: dict | None) -> str:
+    lines = [f"{'reuse s':>7s} {'clips':>5s} {'frame acc':>9s} {'chg/s':>6s} {'react med':>9s}"]
+    for r in rows:
+        o = r["overall"]["shown"]
+        mark = " <- chosen" if chosen is r else ""
+        lines.append(f"{r['reuse_s']:7.2f} {o['clips_correct']:5d} {o['frame_accuracy']:9.3f} "
+                     f"{o['changes_per_s']:6.2f} {_fmt(r['reaction']['median_s']):>9s}{mark}")
+    return "\n".join(lines)
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:
@@ -320,16 +358,21 @@ def grid_table(results: Sequence[dict], chosen: dict | None) -> str:
 
 
 def run(clips_dir: str, classifier: Any, fps: float | None, filt: FilterConfig,
-        grid: bool = False) -> dict:
+        grid: bool = False, reuse_s: float = 0.0, reuse_grid: bool = False) -> dict:
     """Observe every clip once, then evaluate ``filt`` (and, with ``grid``, every filter of
-    :data:`GRID`). Returns ``{"result": ..., "grid": [...], "chosen": ...}``."""
+    :data:`GRID`; with ``reuse_grid``, every reuse age of :data:`REUSE_GRID`). Returns
+    ``{"result": ..., "grid": [...], "chosen": ..., "reuse": [...]}``."""
     pipeline = FacePipeline()
     obs = []
     for clip in read_clips(clips_dir):
         o = observe(clip, pipeline, classifier, fps)
         log.info("%s: %d frames", clip.path.name, len(o.frames))
         obs.append(o)
-    out: dict[str, Any] = {"fps": fps, "result": evaluate(obs, filt)}
+    out: dict[str, Any] = {"fps": fps, "result": evaluate(obs, filt, reuse_s)}
+    if reuse_grid:
+        rows = [evaluate(obs, filt, r) for r in REUSE_GRID]
+        out["reuse"] = [{k: r[k] for k in ("reuse_s", "overall", "reaction")} for r in rows]
+        out["reuse_table"] = reuse_table(rows, choose_reuse(rows))
     if grid:
         results = [evaluate(obs, f) for f in GRID]
         chosen = choose(results)

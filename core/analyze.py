@@ -32,7 +32,7 @@ import numpy as np
 from core.pipeline import FacePipeline, decode_image
 from core.preprocess import LABELS
 from core.temporal import FilterConfig
-from core.tracker import FaceTracker
+from core.tracker import DEFAULT_REUSE_S, FaceTracker, merge_plan
 from core.video import Source, VideoError, frames, probe
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,8 @@ def summarize(history: dict[int, _FaceHistory], frames_done: int, duration: floa
 
 def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None = None,
                   annotate: bool = True, progress: Progress | None = None,
-                  pipeline: FacePipeline | None = None, filt: FilterConfig | None = None
-                  ) -> dict:
+                  pipeline: FacePipeline | None = None, filt: FilterConfig | None = None,
+                  reuse_s: float = DEFAULT_REUSE_S) -> dict:
     """Analyse one video into ``out`` (:data:`OUTPUT_FILES`); returns the summary, which has
     ``"error"`` when the video could not be read to its end (the files then hold what was
     analysed). VideoError when nothing at all could be read."""
@@ -222,8 +222,11 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     try:
         for t, bgr in frames(src, fps):
             ff = pipeline.faces(bgr)
-            probs = classifier.predict_batch(ff.batch) if ff.boxes else ff.batch[:0]
-            faces = tracker.describe(t, ff.boxes, np.asarray(probs))
+            plan = tracker.plan(t, ff.boxes, reuse_s)  # as a live session: see server.session
+            need = ff.subset([i for i, p in enumerate(plan) if p is None])
+            fresh = classifier.predict_batch(need.batch) if need.boxes else need.batch[:0]
+            probs = merge_plan(plan, np.asarray(fresh), len(LABELS))
+            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan])
             for f, p in zip(faces, probs):
                 h = history[f["id"]]
                 h.times.append(t)

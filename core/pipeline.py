@@ -80,6 +80,12 @@ class FrameFaces:
     boxes: list[tuple[int, int, int, int]]
     batch: np.ndarray
 
+    def subset(self, rows: Sequence[int]) -> FrameFaces:
+        """The same frame with only the faces ``rows`` (in that order)."""
+        idx = list(rows)
+        return FrameFaces(self.width, self.height, [self.boxes[i] for i in idx],
+                          self.batch[idx] if idx else self.batch[:0])
+
 
 def face_dict(face_id: int | None, box: Sequence[int], probs: np.ndarray,
               label: str | None = None, score: float | None = None,

@@ -22,6 +22,10 @@ import numpy as np
 
 from core.temporal import UNCERTAIN_BELOW, FilterConfig, LabelFilter
 
+#: A tracked face's probabilities are reused this long before it is classified again (new
+#: faces always are); 0 classifies every face in every frame. Chosen on the dev clips
+#: (``run.py evaluate-video --reuse-grid``; rule and table in the README).
+DEFAULT_REUSE_S = 0.0
 #: Minimum IoU between a track's predicted box and a detection for a match.
 DEFAULT_IOU_THRESHOLD = 0.3
 #: Frames (``update`` calls) a track survives without a detection (0.33 s at 15 fps).
@@ -65,7 +69,7 @@ class TrackedFace:
 
 class _Track:
     __slots__ = ("id", "cx", "cy", "w", "h", "vx", "vy", "t", "missed", "hits", "filter",
-                 "smoothed")
+                 "smoothed", "raw", "raw_t")
 
     def __init__(self, track_id: int, t: float, box: Box, probs: np.ndarray,
                  filt: LabelFilter) -> None:
@@ -79,6 +83,10 @@ class _Track:
         self.hits = 1
         self.filter = filt
         self.smoothed = np.array(probs, dtype=np.float64)
+        #: The last probabilities the classifier gave this face, and when (reused by
+        #: :meth:`FaceTracker.plan` between classifications).
+        self.raw = np.array(probs, dtype=np.float64)
+        self.raw_t = t
 
     def predict(self, t: float) -> tuple[float, float]:
         dt = min(max(t - self.t, 0.0), MAX_PREDICT_S)
@@ -139,10 +147,31 @@ class FaceTracker:
         with self._lock:
             return [tr.id for tr in self._tracks]
 
-    def update(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray
-               ) -> list[TrackedFace]:
+    def plan(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float
+             ) -> list[np.ndarray | None]:
+        """Which faces of this frame need the classifier: per box, None (classify it: a new
+        face, or one last classified ``reuse_s`` seconds ago or more), or the face's last
+        probabilities to reuse. Changes nothing; :meth:`update` with the same ``t`` and
+        ``boxes`` then makes the same matches."""
+        dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+        out: list[np.ndarray | None] = [None] * len(dets)
+        if reuse_s <= 0:
+            return out
+        with self._lock:
+            if self._last_t is not None and t <= self._last_t:
+                t = self._last_t + NOMINAL_DT
+            for ti, di in self._associate(t, dets):
+                tr = self._tracks[ti]
+                if t - tr.raw_t < reuse_s - 1e-6:
+                    out[di] = tr.raw.copy()
+        return out
+
+    def update(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
+               fresh: Sequence[bool] | None = None) -> list[TrackedFace]:
         """Associate this frame's ``boxes`` with tracks; one :class:`TrackedFace` per box, in
-        the same order. ``probs`` is ``(len(boxes), len(labels))``; ``t`` is in seconds."""
+        the same order. ``probs`` is ``(len(boxes), len(labels))``; ``t`` is in seconds;
+        ``fresh`` says which rows the classifier just gave (default all; the others are
+        probabilities :meth:`plan` said to reuse)."""
         n = len(boxes)
         if n == 0:
             p = np.zeros((0, len(self.labels)))  # probs may be anything empty (or None)
@@ -162,6 +191,8 @@ class FaceTracker:
             for ti, di in matches:
                 tr = self._tracks[ti]
                 self._correct(tr, t, dets[di], p[di])
+                if fresh is None or fresh[di]:
+                    tr.raw, tr.raw_t = p[di].copy(), t
                 matched.add(ti)
                 out[di] = self._face(tr, dets[di])
             survivors = []
@@ -180,14 +211,14 @@ class FaceTracker:
                     out[di] = self._face(tr, dets[di])
         return out  # type: ignore[return-value]
 
-    def describe(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray
-                 ) -> list[dict]:
+    def describe(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
+                 fresh: Sequence[bool] | None = None) -> list[dict]:
         """:meth:`update`, then the face objects of the result message (``id``, ``box``, the
         filtered ``label``/``score``/``uncertain``, this frame's ``scores``): what a live
         session sends, and what the offline evaluations read."""
         from core.pipeline import face_dict
 
-        tracked = self.update(t, boxes, probs)
+        tracked = self.update(t, boxes, probs, fresh)
         return [face_dict(tf.id, tf.box, p, tf.label, tf.score, tf.uncertain)
                 for tf, p in zip(tracked, probs)]
 
@@ -253,3 +284,17 @@ class FaceTracker:
         k = tr.filter.label
         return TrackedFace(id=tr.id, box=box, label=self.labels[k],
                            score=float(tr.smoothed[k]), smoothed=tr.smoothed.copy())
+
+
+def merge_plan(plan: Sequence[np.ndarray | None], fresh: np.ndarray, n_labels: int) -> np.ndarray:
+    """The frame's probabilities: ``fresh`` rows (the classifier's, in order) where
+    :meth:`FaceTracker.plan` said None, the reused ones elsewhere."""
+    out = np.zeros((len(plan), n_labels), np.float64)
+    k = 0
+    for i, p in enumerate(plan):
+        if p is None:
+            out[i] = fresh[k]
+            k += 1
+        else:
+            out[i] = p
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from core.tracker import DEFAULT_REUSE_S
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -24,6 +26,9 @@ class ServerConfig:
     max_batch_size: int = 8
     #: Batcher: longest a face waits for others to join its batch, in milliseconds.
     max_wait_ms: float = 0.0
+    #: Reuse a tracked face's probabilities this long (seconds) before classifying it again;
+    #: new faces are always classified at once (0: every face in every frame).
+    reuse_s: float = DEFAULT_REUSE_S
     #: Batcher: most faces waiting for the classifier; beyond it a frame or upload is refused
     #: (a per-frame error, or 503) instead of queued without bound.
     max_queued_faces: int = 256
@@ -91,6 +96,8 @@ class ServerConfig:
             raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")
+        if self.reuse_s < 0:
+            raise ValueError("reuse_s must be >= 0")
         if self.max_upload_bytes < 1 or self.max_jobs < 1 or self.job_ttl_s <= 0:
             raise ValueError("max_upload_bytes, max_jobs and job_ttl_s must be positive")
         if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:

@@ -33,13 +33,15 @@ class Engine:
     def __init__(self, pipeline: FacePipeline, executor: Executor, batcher: Batcher | BatcherGroup,
                  metrics: Metrics, publish: Callable[[dict], None],
                  max_pixels: int = 4096 * 4096,
-                 pools: Sequence[ThreadPoolExecutor] = ()) -> None:
+                 pools: Sequence[ThreadPoolExecutor] = (), reuse_s: float = 0.0) -> None:
         self.pipeline = pipeline
         self.executor = executor
         self.batcher = batcher
         self.metrics = metrics
         self.publish = publish
         self.max_pixels = max_pixels
+        #: Sessions reuse a tracked face's probabilities this long (``ServerConfig.reuse_s``).
+        self.reuse_s = reuse_s
         self._pools = list(pools)
 
     @classmethod
@@ -56,7 +58,7 @@ class Engine:
         batcher = batchers[0] if len(batchers) == 1 else BatcherGroup(batchers)
         batcher.start()
         return cls(FacePipeline(), detect_pool, batcher, metrics, publish, cfg.max_pixels,
-                   pools=[detect_pool, *infer_pools])
+                   pools=[detect_pool, *infer_pools], reuse_s=cfg.reuse_s)
 
     async def close(self) -> None:
         """Stop the batchers (failing what is queued), then join the pools off the loop."""

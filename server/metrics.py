@@ -19,7 +19,10 @@ class Metrics:
         self.frames_dropped = Counter("facedapps_frames_dropped_total",
                                       "Frames replaced by a newer one before processing",
                                       registry=r)
-        self.faces = Counter("facedapps_faces_total", "Faces classified", registry=r)
+        self.faces = Counter("facedapps_faces_total", "Faces in results", registry=r)
+        self.faces_reused = Counter("facedapps_faces_reused_total",
+                                    "Faces whose last probabilities were reused instead of "
+                                    "classifying them again", registry=r)
         self.errors = Counter("facedapps_errors_total", "Frames that failed", ["stage"],
                               registry=r)
         self.batch_size = Histogram("facedapps_batch_size", "Faces per classifier call",

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from core.errors import ImageError
 from core.preprocess import LABELS
-from core.tracker import FaceTracker
+from core.tracker import FaceTracker, merge_plan
 from server.engine import Engine
 from server.errors import CapacityError, client_message
 from server.protocol import result_message
@@ -88,8 +88,15 @@ class FrameSession:
     async def process(self, frame: Any, no: int, arrived: float) -> dict:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame)
-        probs = await self.engine.classify(ff)
-        faces = self.tracker.describe(time.monotonic(), ff.boxes, probs)
+        t = time.monotonic()
+        # New faces, and tracked ones whose last classification is older than reuse_s, go to
+        # the classifier; the others reuse their last probabilities (core.tracker.plan).
+        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse_s)
+        need = [i for i, p in enumerate(plan) if p is None]
+        fresh = await self.engine.classify(ff.subset(need))
+        probs = merge_plan(plan, fresh, len(LABELS))
+        self.engine.metrics.faces_reused.inc(len(plan) - len(need))
+        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan])
         now = time.time()
         for face, p in zip(faces, probs):
             self.timeline.add(now, face["id"], p)
