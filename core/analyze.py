@@ -52,6 +52,13 @@ CSV_HEADER = ["time_s", "frame", "face_id", "x", "y", "w", "h", "label", "score"
 Progress = Callable[[float], None]
 
 
+class _KeptBuffer(io.BytesIO):
+    """A memory file whose contents survive ``close()`` (writers close what they write)."""
+
+    def close(self) -> None:
+        self.seek(0)
+
+
 class Outputs:
     """Where the files go: a folder, or memory (``folder=None``; read back with :meth:`get`)."""
 
@@ -64,8 +71,7 @@ class Outputs:
     def open(self, name: str) -> BinaryIO:
         if self.folder is not None:
             return open(self.folder / name, "wb")
-        buf = io.BytesIO()
-        buf.close = lambda: None  # type: ignore[method-assign]  # keep readable after writers close
+        buf = _KeptBuffer()
         self.files[name] = buf
         return buf
 
