@@ -5,12 +5,17 @@
 //
 // Collaborators (views, transports, fetch, camera, clock) are injectable so the flow can be
 // exercised without a browser; main.js passes the real ones.
+//
+// The "Analyse a photo or video" panel (analyzer.js) is one of the views: it runs on its own,
+// whether or not the camera does, and shares only the access token and the page's lifetime
+// (leaving the page deletes its video job on the server).
 
 import { DEFAULT_CONFIG, chosenTransport, fetchConfig } from "./config.js";
 import { cameraMessage, openCamera, stopTracks } from "./camera.js";
 import { RtcTransport } from "./rtc.js";
 import { WsTransport } from "./wsstream.js";
 import { Overlay } from "./overlay.js";
+import { AnalysisPanel } from "./analyzer.js";
 import { Bars, largestFace } from "./bars.js";
 import { Timeline } from "./timeline.js";
 import { LiveAnnouncer } from "./announce.js";
@@ -22,7 +27,10 @@ const TOKEN_NEEDED = "This server requires an access token: enter it above or op
 const NO_CAMERA_API = "This page cannot use the camera: it needs HTTPS (or http://localhost) and a browser with camera support.";
 const CAMERA_ENDED = "The camera stopped (it was disconnected or access was revoked).";
 
-/** The page's views: overlay, bars, live announcer and timeline, on the elements of `ui`. */
+/**
+ * The page's views: overlay, bars, live announcer, timeline and (when the page has its
+ * elements) the analysis panel, on the elements of `ui`.
+ */
 export function createViews(ui, controller) {
   return {
     overlay: new Overlay(ui.overlay, ui.video),
@@ -34,6 +42,11 @@ export function createViews(ui, controller) {
       { token: () => controller.token(), preferredId: () => controller.preferredFaceId(),
         state: controller.app.timeline },
     ),
+    analysis: ui.analyzeFile
+      ? new AnalysisPanel(ui, {
+        token: () => controller.token(), tokenMissing: () => controller.tokenMissing(),
+        state: controller.app.analysis, createOverlay: (canvas, img) => new Overlay(canvas, img) })
+      : null,
   };
 }
 
@@ -59,6 +72,7 @@ function initialState() {
     fps: 0,
     rttMs: null,
     timeline: {}, // filled by Timeline: {points, faceIds, face, polls, inFlight, polling, error}
+    analysis: {}, // filled by AnalysisPanel: {phase, kind, name, job, upload, progress, ...}
   };
 }
 
@@ -93,6 +107,7 @@ export class PageController {
     this.bars = views.bars;
     this.announcer = views.announcer;
     this.timeline = views.timeline;
+    this.analysis = views.analysis || null;
   }
 
   /** Wire the controls, start the readout ticker and load /config (returns that promise). */
@@ -102,6 +117,7 @@ export class PageController {
     ui.stop.addEventListener("click", () => this.stop());
     ui.mirror.addEventListener("change", () => this.applyMirror());
     this.applyMirror();
+    if (this.analysis) this.analysis.init(win);
     if (win) win.addEventListener("pagehide", () => this.release());
     this.readoutTimer = setInterval(() => this.updateReadout(), READOUT_INTERVAL_MS);
     this.setState("idle");
@@ -153,6 +169,11 @@ export class PageController {
   /** The access token: from the link (?token=) or the token field. */
   token() {
     return (this.params.get("token") || this.ui.token.value || "").trim();
+  }
+
+  /** What to do when this server needs a token and none is given; null when all is well. */
+  tokenMissing() {
+    return this.config.access_token_required && !this.token() ? TOKEN_NEEDED : null;
   }
 
   applyMirror() {
@@ -207,7 +228,7 @@ export class PageController {
 
   /** Token and camera API present; otherwise fail with what to do. */
   checkPreconditions(my) {
-    if (this.config.access_token_required && !this.token()) {
+    if (this.tokenMissing()) {
       this.fail(TOKEN_NEEDED, my);
       return false;
     }
@@ -417,11 +438,15 @@ export class PageController {
     this.setStatus("Stopped. The camera is off.");
   }
 
-  /** The page is going away: free the camera and the server's session without UI changes. */
+  /**
+   * The page is going away: free the camera and the server's session, and delete an analysed
+   * video's results on the server, without UI changes.
+   */
   release() {
     if (this.transport || this.stream) {
       this.run += 1;
       this.teardown();
     }
+    if (this.analysis) this.analysis.release();
   }
 }

@@ -1,7 +1,8 @@
-// Draws face boxes and labels on a canvas laid exactly over the <video>.
+// Draws face boxes and labels on a canvas laid exactly over the <video> (live camera) or an
+// <img> (an analysed photo: analyzer.js).
 //
 // Boxes arrive in pixels of the frame the server processed (message width/height); they are
-// mapped onto the part of the video element that shows the picture (object-fit: contain), and
+// mapped onto the part of the media element that shows the picture (object-fit: contain), and
 // mirrored when the video is shown mirrored. The canvas backing store follows the displayed size
 // times devicePixelRatio so lines and text stay sharp.
 
@@ -21,7 +22,14 @@ export function faceLabel(face) {
   return { text: `${face.label ?? "?"}${muted ? "?" : ""}${pct}${id}`, muted };
 }
 
+/** Intrinsic size of a <video> (videoWidth) or an <img> (naturalWidth); zeros when unknown. */
+export function mediaSize(el) {
+  if (!el) return [0, 0];
+  return [el.videoWidth || el.naturalWidth || 0, el.videoHeight || el.naturalHeight || 0];
+}
+
 export class Overlay {
+  /** `video`: the <video> or <img> the canvas lies over. */
   constructor(canvas, video) {
     this.canvas = canvas;
     this.video = video;
@@ -56,8 +64,9 @@ export class Overlay {
 
   /** Rectangle (CSS pixels, canvas coordinates) where the video picture is shown. */
   _content(cw, ch, frameW, frameH) {
-    const vw = this.video.videoWidth || frameW;
-    const vh = this.video.videoHeight || frameH;
+    const [mw, mh] = mediaSize(this.video);
+    const vw = mw || frameW;
+    const vh = mh || frameH;
     if (!vw || !vh) return { x: 0, y: 0, w: cw, h: ch };
     const s = Math.min(cw / vw, ch / vh);
     const w = vw * s;
@@ -85,8 +94,8 @@ export class Overlay {
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     const faces = (msg && Array.isArray(msg.faces)) ? msg.faces : [];
-    const fw = Number(msg && msg.width) || this.video.videoWidth;
-    const fh = Number(msg && msg.height) || this.video.videoHeight;
+    const fw = Number(msg && msg.width) || mediaSize(this.video)[0];
+    const fh = Number(msg && msg.height) || mediaSize(this.video)[1];
     if (!faces.length || !fw || !fh || !cw || !ch) return;
 
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);

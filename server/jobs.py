@@ -138,6 +138,10 @@ class JobQueue:
         self.jobs.clear()
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n / 2**10:.0f} kB"
+
+
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
@@ -178,7 +182,7 @@ async def create_job(request: web.Request) -> web.Response:
     try:
         name, data = await _read_upload(request, cfg.max_upload_bytes)
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"video too large (at most {cfg.max_upload_bytes // 2**20} MB)")
+        return _error(413, f"video too large (at most {_size(cfg.max_upload_bytes)})")
     except ValueError as exc:
         return _error(400, str(exc))
     if not data:
@@ -214,11 +218,22 @@ async def job_file(request: web.Request) -> web.Response:
     if job.status != "done" or name not in (job.summary or {}).get("files", []):
         return _error(404, f"no file {name!r} for this job (yet)")
     suffix = name[name.rfind("."):]
-    headers = {}
+    body = job.outputs.get(name)
+    headers = {"Accept-Ranges": "bytes"}
     if request.query.get("download"):
         headers["Content-Disposition"] = f'attachment; filename="{job.id}-{name}"'
-    return web.Response(body=job.outputs.get(name), headers=headers,
-                        content_type=CONTENT_TYPES.get(suffix, "application/octet-stream"))
+    ctype = CONTENT_TYPES.get(suffix, "application/octet-stream")
+    try:
+        rng = request.http_range  # browsers seek in a <video> with Range requests
+    except ValueError:
+        rng = slice(None, None)
+    if rng.start is None and rng.stop is None:
+        return web.Response(body=body, headers=headers, content_type=ctype)
+    start, stop, _ = rng.indices(len(body))
+    if start >= len(body) or start >= stop:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}"})
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
+    return web.Response(status=206, body=body[start:stop], headers=headers, content_type=ctype)
 
 
 async def delete_job(request: web.Request) -> web.Response:

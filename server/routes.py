@@ -37,7 +37,9 @@ async def client_config(request: web.Request) -> web.Response:
         servers.append(entry)
     return web.json_response({"ice_servers": servers, "transport": "auto",
                               "webrtc_timeout_ms": 5000,
-                              "access_token_required": bool(cfg.access_token)})
+                              "access_token_required": bool(cfg.access_token),
+                              "max_upload_bytes": cfg.max_upload_bytes,
+                              "job_ttl_s": cfg.job_ttl_s})
 
 
 async def _read_image(request: web.Request) -> bytes:
@@ -74,6 +76,15 @@ async def predict(request: web.Request) -> web.Response:
         gate.leave()
 
 
+def _detector_modes(request: web.Request) -> dict[str, str]:
+    """``{"live": mode, "photo": mode}``: the face detector modes in use (see core.faces)."""
+    engine = request.app.get(ENGINE)
+    if engine is not None:
+        return engine.detector_modes()
+    cfg = request.app[CONFIG]
+    return {"live": cfg.detect_live_mode, "photo": cfg.detect_photo_mode}
+
+
 async def healthz(request: web.Request) -> web.Response:
     clf = request.app[CLASSIFIER]
     return web.json_response({"status": "ok", "model": clf.name, "backend": clf.backend,
@@ -81,6 +92,7 @@ async def healthz(request: web.Request) -> web.Response:
                                                  for c in request.app[REPLICAS]),
                               "infer_threads": getattr(clf, "threads", None),
                               "detect_workers": detect_workers_for(request.app[CONFIG]),
+                              "detector": _detector_modes(request),
                               "sessions": len(request.app[REGISTRY].sessions)})
 
 

@@ -51,6 +51,12 @@ async def test_a_video_job_runs_and_serves_every_file(aiohttp_client, video):
                         ("chart.png", "image/png"), ("summary.json", "application/json")):
         f = await client.get(f"/api/jobs/{job}/{name}")
         assert f.status == 200 and f.content_type == ctype and len(await f.read()) > 100
+    whole = await (await client.get(f"/api/jobs/{job}/annotated.mp4")).read()
+    part = await client.get(f"/api/jobs/{job}/annotated.mp4", headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and await part.read() == whole[100:200]  # a <video> can seek
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
+    tail = await client.get(f"/api/jobs/{job}/annotated.mp4", headers={"Range": "bytes=-10"})
+    assert tail.status == 206 and await tail.read() == whole[-10:]
     d = await client.get(f"/api/jobs/{job}/frames.csv?download=1")
     assert "attachment" in d.headers["Content-Disposition"]
     assert json.loads(await (await client.get(f"/api/jobs/{job}/summary.json")).text())
