@@ -330,13 +330,14 @@ class Server:
     the kernel if the bench process is killed)."""
 
     def __init__(self, model_dir: str, out: Path, max_batch: int, max_wait_ms: float,
-                 backend: str = "auto", tag: str = "live", flags: Sequence[str] = ()) -> None:
+                 backend: str = "auto", tag: str = "live", flags: Sequence[str] = (),
+                 sessions: int = 16) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = out / f"server-{tag}-b{max_batch}-w{max_wait_ms:g}.log"
         cmd = [sys.executable, str(ROOT / "run.py"), "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--model", str(model_dir), "--backend", backend,
-               "--max-sessions", "16", "--max-sessions-per-ip", "16",
+               "--max-sessions", str(sessions), "--max-sessions-per-ip", str(sessions),
                "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms),
                "--log-level", "WARNING", *flags]
         self._log = open(self.log_path, "wb")
@@ -466,7 +467,8 @@ async def bench_live(model_dir: str, out: Path, video: Path, counts: Sequence[in
                      ) -> tuple[list[LiveResult], dict]:
     import aiohttp
 
-    server = Server(model_dir, out, max_batch, max_wait_ms, backend, tag, flags)
+    server = Server(model_dir, out, max_batch, max_wait_ms, backend, tag, flags,
+                    sessions=max(16, *counts))
     results = []
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
