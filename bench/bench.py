@@ -50,6 +50,9 @@ BATCHES = (1, 8, 32)
 GOAL_ONE_P95_MS = 30.0
 GOAL_MANY_CLIENTS = 8
 GOAL_MANY_FPS = 12.0
+#: Overload (issue 16): more clients than 8 keep the total, and each a fair share.
+GOAL_FAIR = 0.8
+GOAL_OVERLOAD_P95_MS = 250.0
 GOAL_MANY_P95_MS = 100.0
 GOAL_LIVE_FRACTION = 0.8
 GOAL_SPEEDUP = 25.0
@@ -555,7 +558,7 @@ def goal_lines(clf: dict[str, ClassifierResult], auto: str, pipeline: PipelineRe
         return "n/a " if ok is None else ("PASS" if ok else "FAIL")
 
     by_n = {r.clients: r for r in live}
-    lines = ["== Goals (issue 4)"]
+    lines = ["== Goals (issues 4 and 16)"]
     one = by_n.get(1)
     lines.append(f"[{mark(None if one is None else one.p95 <= GOAL_ONE_P95_MS)}] one client "
                  f"p95 <= {GOAL_ONE_P95_MS:g} ms: "
@@ -578,6 +581,17 @@ def goal_lines(clf: dict[str, ClassifierResult], auto: str, pipeline: PipelineRe
                      f"{best.total_fps / max(best.received, 1e-9):.0%} of it processed)")
     else:
         lines.append("[n/a ] live >= 80% of isolated: not measured")
+    over = [r for r in live if r.clients > GOAL_MANY_CLIENTS]
+    if many is not None and over:
+        o = max(over, key=lambda r: r.clients)
+        fair = min(o.fps) / max(statistics.mean(o.fps), 1e-9)
+        ok = (o.total_fps >= many.total_fps and fair >= GOAL_FAIR
+              and o.p95 <= GOAL_OVERLOAD_P95_MS)
+        lines.append(f"[{mark(ok)}] overload ({o.clients} clients): total >= "
+                     f"{GOAL_MANY_CLIENTS} clients', every client >= "
+                     f"{GOAL_FAIR:g}x the mean, p95 <= {GOAL_OVERLOAD_P95_MS:g} ms: "
+                     f"{o.total_fps:.1f} vs {many.total_fps:.1f} fps, min/mean {fair:.2f}, "
+                     f"p95 {o.p95:.1f} ms")
     eager = clf.get("keras eager model(x)")
     fast = next((r for k, r in clf.items() if k.startswith(auto + " ")), None)
     if eager and fast:
