@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """FaceDApps command line: serve (default) | train | ensemble | evaluate | evaluate-video |
-analyze | stream | predict | convert | bench.
+analyze | stream | predict | convert | bench | cluster | bench-ray.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -35,6 +35,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="batcher: max faces per batch")
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batcher: max wait for more faces (0: take what is queued)")
+    p.add_argument("--detect-live-mode", choices=["fast", "live", "accurate"], default="live",
+                   help="face detector of live frames (default live: faces from ~40 px at "
+                        "640x480; fast: the old selfie-range detector)")
+    p.add_argument("--detect-photo-mode", choices=["fast", "live", "accurate"],
+                   default="accurate", help="face detector of uploaded photos (default accurate)")
     p.add_argument("--reuse-s", type=float, default=None,
                    help="reuse a tracked face's probabilities this many seconds before "
                         "classifying it again (0: every frame; default: the measured choice)")
@@ -62,6 +67,17 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                         "(env FACEDAPPS_ACCESS_TOKEN)")
     p.add_argument("--insecure-public", action="store_true",
                    help="allow a public tunnel without access protection")
+    # -- Ray Serve inference tier (cluster/, server/remote.py; README "Scaling out") --
+    p.add_argument("--ray", default=os.environ.get("FACEDAPPS_RAY_ADDRESS"), metavar="ADDRESS",
+                   help="classify on the shared Ray Serve inference tier at ADDRESS (auto, "
+                        "HOST:PORT or ray://HOST:PORT), deploying it if absent (env "
+                        "FACEDAPPS_RAY_ADDRESS; default: in this process)")
+    p.add_argument("--ray-app", default="facedapps", help="the tier's Serve application name")
+    p.add_argument("--ray-inflight", type=int, default=4,
+                   help="tier calls this server keeps in flight at once")
+    p.add_argument("--ray-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a tier call not answered in this time fails its frames")
+    # -- end of the Ray Serve flags --
     p.add_argument("--log-level", default="INFO")
 
 
@@ -81,12 +97,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_sessions=args.max_sessions, max_sessions_per_ip=args.max_sessions_per_ip,
             max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
             detect_workers=args.detect_workers, infer_threads=args.infer_threads,
+            detect_live_mode=args.detect_live_mode, detect_photo_mode=args.detect_photo_mode,
             **({} if args.reuse_s is None else {"reuse_s": args.reuse_s}),
             ice_servers=tuple(ice), turn_username=args.turn_username,
             turn_credential=args.turn_credential,
             ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken or None,
             ngrok_path=args.ngrok_path or None, basic_auth=args.basic_auth or None,
             access_token=args.access_token or None, insecure_public=args.insecure_public,
+            ray_address=args.ray or None, ray_app=args.ray_app,
+            ray_inflight=args.ray_inflight, ray_timeout_s=args.ray_timeout,
         )
         serve(cfg)
     except (ServeError, ModelError, ValueError) as exc:  # ValueError: a refused setting
@@ -341,7 +360,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    pipe = FacePipeline()
+    pipe = FacePipeline(mode="accurate")  # photos: small and distant faces too (core.faces)
     rc = 0
     for path in args.images:
         try:
@@ -384,6 +403,133 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from bench.bench import main as bench_main
 
     return bench_main(args)
+
+
+# --- bench-detect (face detection quality and cost; bench/detection.py) ---------------------
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from bench.detection import list_candidates, parse_sizes, run
+
+    if args.list_candidates:
+        list_candidates()
+        return 0
+    try:
+        sizes = parse_sizes(args.sizes) if args.sizes else []
+    except ValueError:
+        print(f"error: --sizes wants WxH[,WxH...], not {args.sizes!r}", file=sys.stderr)
+        return 2
+    return run(boxes=args.boxes or None, modes=[m for m in args.modes.split(",") if m],
+               split=args.split, width=args.width, sizes=sizes, repeats=args.repeats,
+               video=args.video or None, video_frames=args.video_frames, grid=args.grid,
+               json_path=args.json)
+
+
+def add_bench_detect_parser(sub: Any) -> None:
+    from bench.detection import DEFAULT_BOXES, DEFAULT_VIDEO, FRAME_SIZES
+
+    bd = sub.add_parser("bench-detect", help="face detection: recall by face size, precision "
+                        "and cost per frame of the detector modes")
+    bd.add_argument("--boxes", default=str(DEFAULT_BOXES),
+                    help="folder of images + boxes.json (face_boxes_dev format)")
+    bd.add_argument("--modes", default="fast,live,accurate",
+                    help="comma-separated detector modes or candidates (--list-candidates); "
+                         "fast (the detector before the issue) is always timed as reference")
+    bd.add_argument("--split", default="all", choices=["all", "tune", "check"],
+                    help="files: all, tune (even positions by name) or check (odd positions)")
+    bd.add_argument("--width", type=int, default=0,
+                    help="scale images and boxes to this width first (640: as a 640x480 "
+                         "camera would see the scene); 0: as they are")
+    bd.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in FRAME_SIZES),
+                    help="frame sizes of the cost table, WxH,... ('' for none)")
+    bd.add_argument("--repeats", type=int, default=50, help="timed frames per mode and size")
+    bd.add_argument("--video", default=str(DEFAULT_VIDEO),
+                    help="video to run the modes on ('' for none; skipped when missing)")
+    bd.add_argument("--video-frames", type=int, default=0, help="at most this many frames")
+    bd.add_argument("--grid", action="store_true",
+                    help="run every candidate on the tune half and select one by the rule")
+    bd.add_argument("--list-candidates", action="store_true")
+    bd.add_argument("--json", help="also write the results to this JSON file")
+    bd.set_defaults(fn=cmd_bench_detect)
+# --- end bench-detect -----------------------------------------------------------------------
+
+
+# -- run.py cluster / bench-ray: the Ray Serve inference tier (README "Scaling out") ----------
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Deploy (or update), describe or delete the inference tier; prints JSON."""
+    _quiet_tf()
+    from cluster import tier
+
+    try:
+        tier.connect(args.ray)
+        if args.action == "deploy":
+            cfg = tier.deploy(tier.TierConfig(
+                model_dir=args.model, backend=args.backend, replicas=args.replicas,
+                max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica,
+                cpus_per_replica=args.cpus_per_replica, max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms, health_check_s=args.health_check_s,
+                app_name=args.app))
+            out = tier.status(cfg.app_name)
+        elif args.action == "status":
+            out = tier.status(args.app)
+            if out["replicas"]:
+                out["replica_info"] = tier.describe(tier.handle(args.app))
+        else:
+            out = {"app": args.app, "deleted": tier.delete(args.app)}
+    except (tier.TierError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_bench_ray(args: argparse.Namespace) -> int:
+    _quiet_tf()
+    from bench.ray_bench import main as ray_bench_main
+
+    return ray_bench_main(args)
+
+
+def add_cluster_parsers(sub: Any) -> None:
+    """``run.py cluster deploy|status|shutdown`` and ``run.py bench-ray``."""
+    cl = sub.add_parser("cluster", help="manage the shared Ray Serve inference tier: deploy "
+                        "(or update), status, shutdown (deletes the Serve application)")
+    cl.add_argument("action", choices=["deploy", "status", "shutdown"])
+    cl.add_argument("--ray", default=os.environ.get("FACEDAPPS_RAY_ADDRESS", "auto"),
+                    metavar="ADDRESS", help="Ray cluster: auto (default; a cluster started "
+                    "with `ray start` on this machine), HOST:PORT or ray://HOST:PORT")
+    cl.add_argument("--app", default="facedapps", help="Serve application name")
+    cl.add_argument("--model", default=str(DEFAULT_MODEL),
+                    help="model folder (the same path on every machine with a replica)")
+    cl.add_argument("--backend", default="auto", help="replica backend (auto: Keras on a "
+                    "GPU replica, else the fastest CPU runtime)")
+    cl.add_argument("--replicas", type=int, default=0,
+                    help="replicas (0: one per GPU in the cluster, else 1)")
+    cl.add_argument("--max-replicas", type=int, default=0,
+                    help="autoscale between --replicas and this many (0: no autoscaling)")
+    cl.add_argument("--gpus-per-replica", type=float, default=None,
+                    help="GPUs per replica (default: 1 where the cluster has GPUs, else 0)")
+    cl.add_argument("--cpus-per-replica", type=float, default=1.0,
+                    help="CPUs per replica (a CPU replica's runtime threads)")
+    cl.add_argument("--max-batch", type=int, default=8,
+                    help="serve.batch: most requests (edge batches) per model call")
+    cl.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="serve.batch: longest wait for more requests")
+    cl.add_argument("--health-check-s", type=float, default=2.0,
+                    help="replica health check period (how soon a dead one is replaced)")
+    cl.set_defaults(fn=cmd_cluster)
+
+    br = sub.add_parser("bench-ray", help="the Ray hop: classifier calls through the tier "
+                        "vs embedded (latency, batch 1 and 8), and throughput with 1 and 2 "
+                        "replicas")
+    br.add_argument("--model", default=str(DEFAULT_MODEL))
+    br.add_argument("--backend", default="auto")
+    br.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="an existing Ray cluster (default: a local one, started and stopped "
+                         "by the bench)")
+    br.add_argument("--seconds", type=float, default=5.0, help="seconds per throughput run")
+    br.add_argument("--calls", type=int, default=200, help="calls per latency figure")
+    br.add_argument("--out", default=str(ROOT / "bench-out"), help="folder for bench-ray.txt")
+    br.set_defaults(fn=cmd_bench_ray)
+# -- end of the Ray Serve commands -------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -534,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the largest client count with 1 and all-core inference "
                         "threads x detection workers")
     b.set_defaults(fn=cmd_bench)
+    add_bench_detect_parser(sub)
+    add_cluster_parsers(sub)  # cluster, bench-ray (Ray Serve tier)
     return ap
 
 

@@ -13,7 +13,7 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 export TF_CPP_MIN_LOG_LEVEL=2
-.venv/bin/ruff check run.py core server training bench streamer tests tools
-.venv/bin/mypy run.py core server training bench streamer
+.venv/bin/ruff check run.py core server training bench streamer cluster tests tools
+.venv/bin/mypy run.py core server training bench streamer cluster
 .venv/bin/lint-imports --no-cache   # the layout's import rules (pyproject.toml)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -285,7 +285,7 @@ def analyze_image(data: bytes, classifier: Any, out: Outputs | None, name: str =
     """Every face of one JPEG/PNG: ``{"image", "width", "height", "faces"}``; with ``out``,
     also ``<name>.json`` and an annotated ``<name>.annotated.png``. ImageError if unusable."""
     img = decode_image(data, max_pixels)
-    pipeline = pipeline or FacePipeline()
+    pipeline = pipeline or FacePipeline(mode="accurate")  # a photo: every face, as /api/predict
     faces = pipeline.classify_image(img, classifier)
     result = {"image": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
               "faces": faces}

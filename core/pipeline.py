@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from core.errors import ImageError
-from core.faces import FaceDetector
+from core.faces import DEFAULT_MODE, DetectorMode, FaceDetector, resolve_mode
 from core.preprocess import LABELS, crop_face, is_face_crop, preprocess_face, to_batch
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -116,17 +116,31 @@ def face_results(ff: FrameFaces, probs: np.ndarray) -> list[dict]:
 
 
 class FacePipeline:
-    """Face detection + the shared preprocessing. Thread-safe (the detector keeps one
-    interpreter per thread); the detector is made on first use, so a pipeline that only
-    sees face crops never loads it."""
+    """Face detection + the shared preprocessing. Thread-safe (the detector keeps its
+    interpreters per thread); the detector is made on first use, so a pipeline that only
+    sees face crops never loads it.
 
-    def __init__(self, detector: FaceDetector | None = None) -> None:
+    ``mode``: the detector mode (``core.faces.MODES``): ``live`` (default; live frames, within
+    about 2x the cost of ``fast``), ``accurate`` (photos: small and distant faces, more time),
+    ``fast`` (the short-range selfie detector). Ignored when a ``detector`` is given."""
+
+    def __init__(self, detector: FaceDetector | None = None,
+                 mode: str | DetectorMode = DEFAULT_MODE) -> None:
+        if detector is not None:
+            mode = getattr(detector, "mode", mode)
+        resolve_mode(mode)  # an unknown name fails here, not at the first frame
         self._detector = detector
+        self._mode = mode
+
+    @property
+    def mode(self) -> str:
+        """The detector mode's name."""
+        return self._mode if isinstance(self._mode, str) else self._mode.name
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = FaceDetector()
+            self._detector = FaceDetector(mode=self._mode)
         return self._detector
 
     def faces(self, image: np.ndarray) -> FrameFaces:

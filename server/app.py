@@ -23,6 +23,7 @@ from server.jobs import JobQueue, add_routes
 from server.metrics import Metrics
 from server.ratelimit import Gate
 from server.registry import Registry
+from server.remote import healthz_with_tier, load_remote_replicas
 from server.routes import (
     client_config,
     error,
@@ -76,11 +77,13 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[FEED] = FeedHub()
     app[REGISTRY] = Registry(cfg, app[METRICS])
     app[PREDICT_GATE] = Gate(cfg.max_predict_concurrency)
-    if classifier is None:
+    if classifier is not None:
+        replicas = [classifier]
+    elif cfg.ray_address:  # classification on the shared Ray Serve tier (server/remote.py)
+        replicas = load_remote_replicas(cfg, app[METRICS])
+    else:
         replicas = load_replicas(cfg.model_dir, cfg.backend, threads=infer_threads_for(cfg),
                                  max_batch=cfg.max_batch_size)
-    else:
-        replicas = [classifier]
     app[CLASSIFIER] = replicas[0]
     app[REPLICAS] = replicas
 
@@ -105,7 +108,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     r.add_get("/", index)
     r.add_static("/static/", cfg.client_dir)
     r.add_get("/config", client_config)
-    r.add_get("/healthz", healthz)
+    r.add_get("/healthz", healthz_with_tier(healthz, cfg, replicas))  # + the tier's fields
     r.add_post("/offer", offer)
     r.add_post("/api/predict", predict)
     r.add_get("/metrics", metrics)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from server.errors import SHUTTING_DOWN, BusyError
+from server.errors import SHUTTING_DOWN, BusyError, CapacityError
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,10 @@ class Batcher:
                         r.future.set_exception(RuntimeError(SHUTTING_DOWN))
                 raise
             except Exception as exc:  # top of the task: fail the callers, keep serving
-                log.exception("batch of %d failed", len(x))
+                if isinstance(exc, CapacityError):  # e.g. the remote tier: logged where raised
+                    log.debug("batch of %d refused: %s", len(x), exc)
+                else:
+                    log.exception("batch of %d failed", len(x))
                 for r in live:
                     if not r.future.done():
                         r.future.set_exception(exc)

@@ -42,6 +42,13 @@ class ServerConfig:
     job_ttl_s: float = 600.0
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
+    #: Face detector mode (``core.faces.MODES``) of live frames: ``live`` (faces down to about
+    #: 40 px in 640x480, ~2x ``fast``'s cost), ``fast`` (big faces near the camera only) or
+    #: ``accurate``.
+    detect_live_mode: str = "live"
+    #: Face detector mode of uploaded photos (``POST /api/predict``): ``accurate`` (faces down
+    #: to about 24 px, tens of ms per photo), or ``live``/``fast``.
+    detect_photo_mode: str = "accurate"
     #: CPU runtime threads of the classifier (LiteRT; 0: automatic, see :func:`infer_threads_for`).
     infer_threads: int = 0
     #: STUN/TURN URLs given to the server's peer connections and to the page.
@@ -86,6 +93,16 @@ class ServerConfig:
     insecure_public: bool = False
     #: The ngrok agent binary (None: pyngrok's managed copy, downloaded on first use).
     ngrok_path: str | None = None
+    # Ray Serve inference tier (server/remote.py, cluster/; README "Scaling out").
+    #: Ray address of a shared inference tier (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``):
+    #: faces are classified there (deployed if absent). None: in this process (the default).
+    ray_address: str | None = None
+    #: Serve application name of the tier.
+    ray_app: str = "facedapps"
+    #: Tier calls this edge keeps in flight at once (one batcher each).
+    ray_inflight: int = 4
+    #: A tier call not answered in this many seconds fails its frames.
+    ray_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -102,6 +119,13 @@ class ServerConfig:
             raise ValueError("max_upload_bytes, max_jobs and job_ttl_s must be positive")
         if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:
             raise ValueError("max_queued_faces and max_predict_concurrency must be >= 1")
+        from core.faces import MODES
+
+        for name in (self.detect_live_mode, self.detect_photo_mode):
+            if name not in MODES:
+                raise ValueError(f"unknown detector mode {name!r}; one of {sorted(MODES)}")
+        if self.ray_inflight < 1 or self.ray_timeout_s <= 0:
+            raise ValueError("ray_inflight must be >= 1 and ray_timeout_s > 0")
 
 
 def infer_threads_for(cfg: ServerConfig) -> int:

@@ -33,8 +33,13 @@ class Engine:
     def __init__(self, pipeline: FacePipeline, executor: Executor, batcher: Batcher | BatcherGroup,
                  metrics: Metrics, publish: Callable[[dict], None],
                  max_pixels: int = 4096 * 4096,
-                 pools: Sequence[ThreadPoolExecutor] = (), reuse_s: float = 0.0) -> None:
+                 pools: Sequence[ThreadPoolExecutor] = (), reuse_s: float = 0.0,
+                 photo_pipeline: FacePipeline | None = None) -> None:
+        """``pipeline`` detects in live frames, ``photo_pipeline`` (default: the same) in
+        uploaded images (their detector modes: ``ServerConfig.detect_live_mode`` and
+        ``detect_photo_mode``)."""
         self.pipeline = pipeline
+        self.photo_pipeline = photo_pipeline or pipeline
         self.executor = executor
         self.batcher = batcher
         self.metrics = metrics
@@ -57,8 +62,14 @@ class Engine:
                     for c, pool in zip(replicas, infer_pools)]
         batcher = batchers[0] if len(batchers) == 1 else BatcherGroup(batchers)
         batcher.start()
-        return cls(FacePipeline(), detect_pool, batcher, metrics, publish, cfg.max_pixels,
-                   pools=[detect_pool, *infer_pools], reuse_s=cfg.reuse_s)
+        return cls(FacePipeline(mode=cfg.detect_live_mode), detect_pool, batcher, metrics,
+                   publish, cfg.max_pixels, pools=[detect_pool, *infer_pools],
+                   reuse_s=cfg.reuse_s,
+                   photo_pipeline=FacePipeline(mode=cfg.detect_photo_mode))
+
+    def detector_modes(self) -> dict[str, str]:
+        """The detector mode of live frames and of uploaded photos (for ``/healthz``)."""
+        return {"live": self.pipeline.mode, "photo": self.photo_pipeline.mode}
 
     async def close(self) -> None:
         """Stop the batchers (failing what is queued), then join the pools off the loop."""
@@ -82,7 +93,7 @@ class Engine:
         return await self.batcher.submit(ff.batch)
 
     def _decode_faces(self, data: bytes, detect: str) -> FrameFaces:
-        return self.pipeline.faces_for_image(decode_image(data, self.max_pixels), detect)
+        return self.photo_pipeline.faces_for_image(decode_image(data, self.max_pixels), detect)
 
     async def classify_image(self, data: bytes, detect: str = "auto") -> dict:
         """A JPEG/PNG -> ``{"width", "height", "faces"}`` (untracked face objects).

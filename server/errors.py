@@ -21,6 +21,18 @@ class BusyError(CapacityError):
     """The classifier queue is full: the work is refused instead of queued without bound."""
 
 
+#: What a client is told when the remote inference tier (``serve --ray``) did not answer.
+INFERENCE_UNAVAILABLE = "inference tier unavailable; the frame was not processed"
+
+
+class InferenceUnavailable(CapacityError):
+    """The remote inference tier did not classify a batch (unreachable, a replica died, or no
+    answer in time): its frames fail with :data:`INFERENCE_UNAVAILABLE`, the session goes on."""
+
+    def __init__(self, message: str = INFERENCE_UNAVAILABLE) -> None:
+        super().__init__(message)
+
+
 #: What a client is told when something of ours fails, by kind.
 INTERNAL = "internal error; the frame was not processed"
 SHUTTING_DOWN = "server shutting down"
@@ -34,4 +46,5 @@ def client_message(exc: BaseException) -> str:
 
 
 __all__ = ["BusyError", "CapacityError", "ImageError", "ModelError", "ServeError",
-           "client_message", "INTERNAL", "SHUTTING_DOWN"]
+           "InferenceUnavailable", "client_message", "INFERENCE_UNAVAILABLE", "INTERNAL",
+           "SHUTTING_DOWN"]

@@ -25,6 +25,9 @@ class Metrics:
                                     "classifying them again", registry=r)
         self.errors = Counter("facedapps_errors_total", "Frames that failed", ["stage"],
                               registry=r)
+        self.inference_errors = Counter("facedapps_inference_errors_total",
+                                        "Calls to the remote inference tier that failed "
+                                        "(their frames got an error)", registry=r)
         self.batch_size = Histogram("facedapps_batch_size", "Faces per classifier call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.batch_seconds = Histogram("facedapps_batch_seconds", "Classifier call duration",

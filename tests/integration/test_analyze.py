@@ -101,8 +101,26 @@ def test_fps_subsamples_by_timestamp(tmp_path):
     assert json.loads((out / "summary.json").read_text())["frames_analysed"] == 20
 
 
+def write_sideways(path: Path, seconds: float = 1.2, fps: int = 15, size=(320, 240)) -> Path:
+    """What a phone records held upright: the stored frames show the face turned 90 degrees
+    (counter-clockwise); the player must turn them back."""
+    w, h = size
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for k in range(int(seconds * fps)):
+            upright, _ = face_frame(HAPPY, x=h // 4 + k % 8, y=w // 6, side=min(w, h) * 7 // 12,
+                                    size=(h, w))
+            img = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+
 def test_a_rotated_phone_video_is_analysed_upright(tmp_path):
-    src = write_video(tmp_path / "c.mp4", "libx264", size=(320, 240))
+    src = write_sideways(tmp_path / "c.mp4", size=(320, 240))
     rot = rotate_mp4(src, tmp_path / "rotated.mp4")
     out = tmp_path / "out"
     assert main(["analyze", str(rot), "--out", str(out)]) == 0
@@ -112,6 +130,10 @@ def test_a_rotated_phone_video_is_analysed_upright(tmp_path):
     line = json.loads((out / "frames.jsonl").read_text().splitlines()[0])
     assert (line["width"], line["height"]) == (240, 320)
     assert summary["faces"] and summary["faces"][0]["dominant"] == "happy"  # found upright
+    # without the rotation the stored frames show the face sideways: not found upright
+    assert main(["analyze", str(src), "--out", str(tmp_path / "raw")]) == 0
+    raw = json.loads((tmp_path / "raw" / "summary.json").read_text())
+    assert raw["video"]["rotation"] == 0 and not raw["faces"]
 
 
 @pytest.mark.parametrize("make, message", [

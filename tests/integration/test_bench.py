@@ -31,7 +31,8 @@ def test_quick_bench_prints_every_section(tmp_path):
     text = (tmp_path / "bench.txt").read_text()
     for part in ("== 1. Classifier", "keras eager model(x)", "litert-int8",
                  "== 2. Isolated pipeline", "isolated pipeline:", "== 3. Live server",
-                 "== Goals (issue 4)", "one client p95"):
+                 "== Goals (issues 4 and 16)", "one client p95", "CPU ms/frame",
+                 "live overhead:", "client video:", "decode H264 -> BGR"):
         assert part in text, text
     # The live table's one-client row: the client received results (fps/client min > 0).
     live = text.split("== 3. Live server")[1].splitlines()

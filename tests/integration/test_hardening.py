@@ -677,7 +677,7 @@ async def test_frames_arriving_while_the_model_is_busy_leave_only_the_newest(aio
     """While frame 1 is in the model, frames 2..6 arrive: each replaces the one before, so
     only frame 6 is processed next; frames 2..5 are counted as dropped."""
     gated = GatedClassifier()
-    app, server, url = await start(aiohttp_server, gated)
+    app, server, url = await start(aiohttp_server, gated, reuse_s=0)  # every frame classified
     try:
         async with aiohttp.ClientSession() as http:
             c = await StreamClient.open(http, url)

@@ -32,7 +32,8 @@ async def test_healthz_and_metrics(client):
     assert r.status == 200
     assert body == {"status": "ok", "model": "fake", "backend": "fake", "device": "CPU",
                     "infer_threads": None, "detect_workers": ServerConfig().detect_workers
-                    or os.cpu_count(), "sessions": 0}
+                    or os.cpu_count(), "detector": {"live": "live", "photo": "accurate"},
+                    "sessions": 0}
     r = await client.get("/metrics")
     text = await r.text()
     assert r.status == 200

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "server", "training", "bench", "streamer")
+PACKAGES = ("core", "server", "training", "bench", "streamer", "cluster")
 
 
 def test_import_contracts_hold() -> None:

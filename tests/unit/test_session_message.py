@@ -31,3 +31,24 @@ def test_the_message_label_is_the_filtered_decision_not_this_frames_argmax():
     for k in range(16, 45):
         (face,) = tr.describe(k / 15, box, probs(0.3, 0.35))  # a near tie: low confidence
     assert face["uncertain"] is True and face["score"] < 0.5
+
+
+def test_plan_reuses_a_tracked_faces_probabilities_for_reuse_s():
+    from core.tracker import merge_plan
+
+    tr = FaceTracker(LABELS)
+    box = [(100, 100, 80, 80)]
+    calls = 0
+    for k in range(15):  # 1 s at 15 fps, reuse for 0.1 s: every other frame is classified
+        t = k / 15
+        plan = tr.plan(t, box, 0.1)
+        need = [i for i, p in enumerate(plan) if p is None]
+        calls += len(need)
+        fresh = probs(0.9, 0.05)[:len(need)]
+        merged = merge_plan(plan, fresh, len(LABELS))
+        assert merged.shape == (1, len(LABELS))
+        tr.describe(t, box, merged, [p is None for p in plan])
+    assert calls == 8
+    new_face = tr.plan(1.0, box + [(400, 300, 80, 80)], 0.1)
+    assert new_face[1] is None  # a new face is classified at once
+    assert tr.plan(1.0, box, 0.0) == [None]  # reuse 0: every frame
