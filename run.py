@@ -660,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark backends, pipeline and live server")
     b.add_argument("--model", default=str(DEFAULT_MODEL))
+    b.add_argument("--server-flag", action="append", default=[], metavar="FLAG",
+                   help="extra flag for the live server, e.g. --server-flag=--reuse-s=0 "
+                        "(repeatable)")
     b.add_argument("--video", default="real",
                    help="client video: real (the dev clips' real faces, default; needs "
                         "../shared), street (many small faces, 1280x720), synthetic, or a file")

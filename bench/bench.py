@@ -655,6 +655,7 @@ def main(args: argparse.Namespace) -> int:
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in (
             ("infer_threads", getattr(args, "infer_threads", 0)),
             ("detect_workers", getattr(args, "detect_workers", 0))) if v]
+        flags += list(getattr(args, "server_flag", None) or [])
         live, health = asyncio.run(bench_live(model_dir, out, video, counts, seconds, warmup,
                                               knobs.max_batch_size, knobs.max_wait_ms, backend,
                                               flags=flags))
@@ -662,7 +663,8 @@ def main(args: argparse.Namespace) -> int:
             f"== 3. Live server over loopback ({health.get('backend')} on "
             f"{health.get('device')}, {health.get('infer_threads')} inference threads, "
             f"{health.get('detect_workers')} detection workers; max batch "
-            f"{knobs.max_batch_size}, max wait {knobs.max_wait_ms:g} ms; each client relays "
+            f"{knobs.max_batch_size}, max wait {knobs.max_wait_ms:g} ms; server flags "
+            f"{' '.join(flags) or 'none'}; detector {health.get('detector')}; each client relays "
             f"{video_note}; {seconds:g} s measured after {warmup:g} s warm-up)",
             live_table(live, pipeline.fps),
             "fps: results per second each client received; latency: server frame arrival -> "
