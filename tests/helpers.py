@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
-from bench.face_video import face_frame  # noqa: F401  # re-exported for the tests
+from bench.face_video import face_frame
 from core.preprocess import INPUT_SIZE, LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,3 +78,27 @@ async def wait_for(pred, timeout: float = 10.0, interval: float = 0.05, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+#: Index of the first happy fixture face (for ``face_frame``).
+HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jpg")))
+             if n.startswith("happy"))
+
+
+def write_video(path: Path, codec: str = "libx264", fmt: str | None = None, seconds: float = 1.2,
+                fps: int = 15, size: tuple[int, int] = (320, 240)) -> Path:
+    """One real face drifting on grey, encoded with ``codec`` into ``path``'s container."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for k in range(int(seconds * fps)):
+            img, _ = face_frame(HAPPY, x=w // 4 + k % 8, y=h // 6, side=min(w, h) * 7 // 12,
+                                size=(w, h))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path
+
+

@@ -19,11 +19,11 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench.browser import CHROMIUM, ServerThread  # noqa: E402
 from bench.face_video import make_video  # noqa: E402
 from core.runtimes import load_classifier  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
-from tests.browser.test_browser import CHROMIUM, ServerThread  # noqa: E402
 
 
 def main() -> int:

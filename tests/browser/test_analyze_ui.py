@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.browser.test_browser import CHROMIUM, serve_in_thread
+from tests.browser.test_browser import CHROMIUM, page_in_context, serve_in_thread
+from tests.browser.test_browser import open_page as open_camera_page
+from tests.helpers import write_video
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found: install it with "
@@ -64,23 +66,6 @@ def write_photo(path: Path) -> Path:
     return path
 
 
-def write_video(path: Path, seconds: float = 1.2, fps: int = 15,
-                size: tuple[int, int] = (320, 240)) -> Path:
-    """One real face drifting on grey, H264 in MP4 (as tests/integration/test_analyze.py)."""
-    w, h = size
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for k in range(int(seconds * fps)):
-            img, _ = face_frame(HAPPY, x=w // 4 + k % 8, y=h // 6, side=min(w, h) * 7 // 12,
-                                size=(w, h))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
-
-
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
@@ -99,19 +84,7 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    pg = context.new_page()
-    pg.errors = []  # uncaught exceptions in the page
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-    try:
-        yield pg
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def server(tmp_path, fake_classifier):
-    yield from serve_in_thread(tmp_path, fake_classifier)
+    yield from page_in_context(browser, 1200, 900)
 
 
 @pytest.fixture
@@ -134,9 +107,7 @@ def analysis(page) -> dict:
 
 
 def open_page(page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function("() => window.facedapps && window.facedapps.configLoaded",
-                           timeout=10_000)
+    open_camera_page(page, url)  # loaded, config in, camera idle
     assert analysis(page)["phase"] == "idle"
     assert page.is_disabled("#analyze-clear")
     privacy = page.inner_text("#privacy")

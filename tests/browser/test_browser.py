@@ -8,13 +8,12 @@ the page, not the model. Chromium is driven by Playwright (no browser download: 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import threading
 from pathlib import Path
 
 import pytest
+
+from bench.browser import CHROMIUM, ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the WebRTC test saves its screenshot: set FACEDAPPS_SCREENSHOT (the README's picture
@@ -23,15 +22,6 @@ SCREENSHOT_ENV = os.environ.get("FACEDAPPS_SCREENSHOT")
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
-
-
-CHROMIUM = _find_chromium()
 
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must run the browser tests, but Chromium is missing: "
@@ -47,7 +37,6 @@ pytestmark = [
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from aiohttp import web  # noqa: E402
 
 from bench.face_video import make_video  # noqa: E402
 from server.app import create_app  # noqa: E402
@@ -62,71 +51,6 @@ OVERLAY_PIXELS_JS = """() => {
   for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++;
   return n;
 }"""
-
-
-class ServerThread:
-    """An aiohttp app served on 127.0.0.1:<free port> by its own event loop in a thread."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.port = 0
-        self.leftover: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.thread = threading.Thread(target=self._run, name="facedapps-test-server",
-                                       daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self._start())
-        except BaseException as exc:  # reported to the test thread
-            self.error = exc
-            self.ready.set()
-            return
-        self.ready.set()
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(self.runner.cleanup())
-            self.leftover = self._finish_tasks()
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-            self.loop.close()
-
-    def _finish_tasks(self) -> list[str]:
-        """Cancel tasks still pending after the app's cleanup (as asyncio.run does); their names."""
-        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        return [repr(t.get_coro()) for t in pending]
-
-    async def _start(self) -> None:
-        self.runner = web.AppRunner(self.app, shutdown_timeout=5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    def start(self) -> str:
-        self.thread.start()
-        if not self.ready.wait(30):
-            raise RuntimeError("test server did not start within 30 s")
-        if self.error is not None:
-            raise RuntimeError(f"test server failed to start: {self.error!r}") from self.error
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(20)
-        assert not self.thread.is_alive(), "test server did not stop within 20 s"
-        if self.leftover:
-            print(f"\ntasks left after the app's cleanup: {self.leftover}")
 
 
 @pytest.fixture(scope="module")
@@ -161,14 +85,10 @@ def serve_in_thread(tmp_path, classifier, **cfg):
         st.stop()
 
 
-@pytest.fixture
-def server(tmp_path, fake_classifier):
-    yield from serve_in_thread(tmp_path, fake_classifier)
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1180, "height": 760})
+def page_in_context(browser, width: int = 1180, height: int = 760):
+    """A page in a fresh context, collecting uncaught exceptions in ``page.errors``; closed
+    afterwards (a generator for fixtures: ``yield from page_in_context(browser)``)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     pg = context.new_page()
     pg.errors = []  # uncaught exceptions in the page
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
@@ -176,6 +96,11 @@ def page(browser):
         yield pg
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser):
+    yield from page_in_context(browser)
 
 
 def state(page) -> dict:

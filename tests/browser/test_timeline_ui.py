@@ -26,7 +26,7 @@ from tests.browser.test_browser import (
 
 # The fixtures of test_browser.py, shared by name (pytest finds them in this module's namespace).
 browser, face_video, page = tb.browser, tb.face_video, tb.page
-server, token_server = tb.server, tb.token_server
+token_server = tb.token_server  # ("server" comes from conftest.py)
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found"),

@@ -13,32 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.face_video import FACES_DIR, face_frame
+from bench.face_video import face_frame
 from core.analyze import CSV_HEADER, OUTPUT_FILES
 from core.preprocess import LABELS
 from run import main
+from tests.helpers import HAPPY, write_video
 
 pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[2]
-HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jpg")))
-             if n.startswith("happy"))
-
-
-def write_video(path: Path, codec: str, fmt: str | None = None, seconds: float = 1.2,
-                fps: int = 15, size: tuple[int, int] = (320, 240)) -> Path:
-    """One real face drifting on grey, encoded with ``codec`` into ``path``'s container."""
-    w, h = size
-    with av.open(str(path), "w", format=fmt) as out:
-        s = out.add_stream(codec, rate=fps)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for k in range(int(seconds * fps)):
-            img, _ = face_frame(HAPPY, x=w // 4 + k % 8, y=h // 6, side=min(w, h) * 7 // 12,
-                                size=(w, h))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path
 
 
 def rotate_mp4(path: Path, dst: Path) -> Path:

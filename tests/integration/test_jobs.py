@@ -12,8 +12,7 @@ import pytest
 from server.app import create_app
 from server.config import ServerConfig
 from server.state import JOBS
-from tests.helpers import FakeClassifier, face_frame, wait_for
-from tests.integration.test_analyze import write_video
+from tests.helpers import FakeClassifier, face_frame, wait_for, write_video
 
 pytestmark = pytest.mark.timeout(120)
 

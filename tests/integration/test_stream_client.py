@@ -11,8 +11,7 @@ import pytest
 from server.app import create_app
 from server.config import ServerConfig
 from streamer.client import CSV_HEADER, ResultWriter, StreamConfig, StreamError, run
-from tests.helpers import FakeClassifier
-from tests.integration.test_analyze import write_video
+from tests.helpers import FakeClassifier, write_video
 
 pytestmark = pytest.mark.timeout(120)
 
