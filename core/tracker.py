@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from core.pipeline import face_dict
 from core.temporal import UNCERTAIN_BELOW, FilterConfig, LabelFilter
 
 #: A tracked face's probabilities are reused this long before it is classified again (new
@@ -216,8 +217,6 @@ class FaceTracker:
         """:meth:`update`, then the face objects of the result message (``id``, ``box``, the
         filtered ``label``/``score``/``uncertain``, this frame's ``scores``): what a live
         session sends, and what the offline evaluations read."""
-        from core.pipeline import face_dict
-
         tracked = self.update(t, boxes, probs, fresh)
         return [face_dict(tf.id, tf.box, p, tf.label, tf.score, tf.uncertain)
                 for tf, p in zip(tracked, probs)]
