@@ -18,7 +18,12 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.browser.test_browser import CHROMIUM, page_in_context, serve_in_thread
+from tests.browser.test_browser import (
+    CANVAS_PIXELS_JS,
+    CHROMIUM,
+    page_in_context,
+    serve_in_thread,
+)
 from tests.browser.test_browser import open_page as open_camera_page
 from tests.helpers import write_video
 
@@ -36,16 +41,6 @@ from bench.face_video import FACES_DIR, face_frame  # noqa: E402
 TOKEN = "s3cret-token"
 HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jpg")))
              if n.startswith("happy"))
-
-# Drawn (non-transparent) pixels of a canvas.
-CANVAS_PIXELS_JS = """(id) => {
-  const c = document.getElementById(id);
-  if (!c || !c.width || !c.height) return 0;
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let n = 0;
-  for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++;
-  return n;
-}"""
 
 # Counts the upload progress events of every XMLHttpRequest the page sends.
 COUNT_UPLOAD_PROGRESS_JS = """(() => {

@@ -42,9 +42,9 @@ from bench.face_video import make_video  # noqa: E402
 from server.app import create_app  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
 
-# A result is overlaid: the canvas has drawn (non-transparent) pixels.
-OVERLAY_PIXELS_JS = """() => {
-  const c = document.getElementById('overlay');
+# Drawn (non-transparent) pixels of the canvas with the given id (default: the live overlay).
+CANVAS_PIXELS_JS = """(id = 'overlay') => {
+  const c = document.getElementById(id);
   if (!c || !c.width || !c.height) return 0;
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let n = 0;
@@ -138,7 +138,7 @@ def wait_overlay(page, timeout_ms: int = 15_000) -> int:
     handle = page.wait_for_function(
         f"""() => {{ const r = window.facedapps.lastResult;
                if (!r || !r.faces || !r.faces.length) return 0;
-               return ({OVERLAY_PIXELS_JS})(); }}""", timeout=timeout_ms)
+               return ({CANVAS_PIXELS_JS})(); }}""", timeout=timeout_ms)
     return handle.json_value()
 
 
@@ -166,7 +166,7 @@ def stop_and_check(page) -> None:
     s = state(page)
     assert s["transport"] is None and s["state"] == "idle"
     assert page.evaluate("() => document.getElementById('video').srcObject") is None
-    assert page.evaluate(OVERLAY_PIXELS_JS) == 0, "Stop clears the overlay"
+    assert page.evaluate(CANVAS_PIXELS_JS) == 0, "Stop clears the overlay"
     # The server notices the close and frees the session (bounded wait).
     page.wait_for_function(
         "async () => (await (await fetch('/healthz')).json()).sessions === 0", timeout=15_000,
