@@ -25,7 +25,7 @@ from tests.browser.test_browser import (
     serve_in_thread,
 )
 from tests.browser.test_browser import open_page as open_camera_page
-from tests.helpers import write_video
+from tests.helpers import HAPPY, write_video
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found: install it with "
@@ -36,11 +36,9 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 av = pytest.importorskip("av")
 
-from bench.face_video import FACES_DIR, face_frame  # noqa: E402
+from bench.face_video import face_frame  # noqa: E402
 
 TOKEN = "s3cret-token"
-HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jpg")))
-             if n.startswith("happy"))
 
 # Counts the upload progress events of every XMLHttpRequest the page sends.
 COUNT_UPLOAD_PROGRESS_JS = """(() => {
