@@ -158,12 +158,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.errors import ModelError
     from training.config import TrainConfig
     from training.data import DatasetError
-    from training.train import InitModelError, train
+    from training.train import InitModelError, TeacherError, train
 
     cfg = config_from_args(TrainConfig, args, verbose=1 if sys.stdout.isatty() else 2)
     try:
         report = train(cfg)
-    except (DatasetError, InitModelError, ModelError) as exc:
+    except (DatasetError, InitModelError, ModelError, TeacherError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "macro_f1", "val", "weights")}))

@@ -8,7 +8,7 @@ from keras import layers
 
 from training.config import AugmentConfig
 
-__all__ = ["AugmentConfig", "build_augmenter", "RandomAffine", "RandomErase"]
+__all__ = ["AugmentConfig", "build_augmenter", "RandomAffine", "RandomCamera", "RandomErase"]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:
@@ -27,6 +27,8 @@ def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:
     if cfg.brightness:
         ls.append(layers.RandomBrightness(cfg.brightness, value_range=(0.0, 255.0), seed=seed,
                                           dtype="float32"))
+    if cfg.camera:
+        ls.append(RandomCamera(cfg.camera, seed=seed, dtype="float32"))
     if cfg.erase:
         ls.append(RandomErase(cfg.erase, seed=seed, dtype="float32"))
     return keras.Sequential(ls, name="augment")
@@ -105,6 +107,56 @@ class RandomErase(layers.Layer):
                   & (u(0.0, 1.0) < self.rate))
         noise = keras.random.uniform(shape, 0.0, 255.0, seed=self.seed_gen)
         return ops.where(inside, ops.cast(noise, x.dtype), x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class RandomCamera(layers.Layer):
+    """Webcam conditions for NHWC batches of 0..255 pixels: with probability ``rate`` an image
+    is degraded as a camera frame of a face is -- a lower resolution (the face seen at 16, 24 or
+    32 px and scaled back up, or a horizontal motion blur of 5 px, or neither), a gamma in
+    0.6-1.65 (low or strong light), contrast 0.6-1 and Gaussian noise of 0-8 grey levels.
+    FER2013's crops are sharp, well-lit web photos; a face 60 px tall in a 640x480 H264 frame
+    is not. Active only with ``training=True``."""
+
+    SIZES = (16, 24, 32)
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"camera rate must be in [0, 1], not {rate}")
+        self.rate = rate
+        self.seed_gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or not self.rate:
+            return x
+        ops = keras.ops
+        shape = ops.shape(x)
+        h, w = int(x.shape[1]), int(x.shape[2])
+
+        def u(lo, hi):
+            return keras.random.uniform((shape[0], 1, 1, 1), lo, hi, seed=self.seed_gen)
+
+        variants = [x]
+        for s in self.SIZES:
+            small = ops.image.resize(x, (s, s), interpolation="bilinear", antialias=True)
+            variants.append(ops.image.resize(small, (h, w), interpolation="bilinear"))
+        kernel = ops.ones((1, 5, int(x.shape[3]), 1), dtype=x.dtype) / 5.0
+        variants.append(ops.depthwise_conv(ops.pad(x, [[0, 0], [0, 0], [2, 2], [0, 0]],
+                                                   mode="reflect"), kernel, padding="valid"))
+        pick = ops.floor(u(0.0, float(len(variants))))
+        y = variants[0]
+        for i, v in enumerate(variants[1:], start=1):
+            y = ops.where(pick == float(i), v, y)
+        gamma = ops.exp(u(float(np.log(0.6)), float(np.log(1.65))))
+        y = 255.0 * ops.power(ops.clip(y, 0.0, 255.0) / 255.0, gamma)
+        mean = ops.mean(y, axis=(1, 2, 3), keepdims=True)
+        y = mean + u(0.6, 1.0) * (y - mean)
+        y = y + u(0.0, 8.0) * keras.random.normal(shape, seed=self.seed_gen)
+        chosen = u(0.0, 1.0) < self.rate
+        return ops.where(chosen, ops.clip(y, 0.0, 255.0), x)
 
     def compute_output_shape(self, input_shape):
         return input_shape

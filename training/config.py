@@ -46,6 +46,12 @@ class AugmentConfig:
     #: the image, aspect 0.3-3.3) of a training image is replaced by noise; 0 = off.
     erase: float = flag(0.0, "random erasing: probability per training image (default 0: off)",
                         type=unit_float)
+    #: Camera conditions (see ``training.augment.RandomCamera``): the probability that a
+    #: training image is degraded as a webcam frame is -- downscaled and blurred, noisy,
+    #: darker or lighter (gamma), with lower contrast; 0 = off.
+    camera: float = flag(0.0, "camera-condition augmentation (blur/low resolution, noise, "
+                         "gamma, contrast): probability per training image (default 0: off)",
+                         type=unit_float)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,18 @@ class TrainConfig:
     tta_shift: int = flag(0, "also average over the mirror pair shifted this many pixels in 4 "
                           "directions (10 views; default 0: mirror only)", type=int,
                           choices=range(0, 9), metavar="PIXELS")
+    #: Knowledge distillation: a trained model folder (e.g. the shipped ensemble) whose
+    #: probabilities on the training images, averaged over ``teacher_tta_shift``'s views, are
+    #: mixed into the targets: ``teacher_weight * teacher + (1 - teacher_weight) * label``.
+    teacher: str = flag("", "distil: mix this model's probabilities (models/NAME) into the "
+                        "training targets")
+    teacher_weight: float = flag(0.5, "with --teacher: weight of the teacher's probabilities "
+                                 "in the targets", type=unit_float)
+    #: Softens (> 1) or sharpens (< 1) the teacher's probabilities as ``p ** (1/T)``, renormalised.
+    teacher_temperature: float = flag(1.0, "with --teacher: temperature of its probabilities")
+    teacher_tta_shift: int = flag(3, "with --teacher: its views (mirror pair shifted this many "
+                                  "pixels 4 ways; 0: mirror only)", type=int,
+                                  choices=range(0, 9), metavar="PIXELS")
     resume: bool = flag(False, "continue from the run's last checkpoint")
     #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
     #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).

@@ -73,8 +73,13 @@ def train_command(cfg: Any) -> str:
     for key, flag in (("label_smoothing", "--label-smoothing"), ("tta_shift", "--tta-shift")):
         if c.get(key):
             args += [flag, str(c[key])]
-    if (c.get("augment") or {}).get("erase"):
-        args += ["--erase", str(c["augment"]["erase"])]
+    for key, flag in (("erase", "--erase"), ("camera", "--camera")):
+        if (c.get("augment") or {}).get(key):
+            args += [flag, str(c["augment"][key])]
+    if c.get("teacher"):
+        args += ["--teacher", str(c["teacher"]), "--teacher-weight", str(c.get("teacher_weight")),
+                 "--teacher-temperature", str(c.get("teacher_temperature")),
+                 "--teacher-tta-shift", str(c.get("teacher_tta_shift"))]
     if c.get("tta") is False:
         args.append("--no-tta")
     if c.get("init"):

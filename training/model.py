@@ -168,10 +168,15 @@ def unfreeze(model: keras.Model, n_blocks: int, lr: float, label_smoothing: floa
 
 
 def compile_model(model: keras.Model, lr: float = 1e-3, jit_compile: bool | str = "auto",
-                  label_smoothing: float = 0.0) -> None:
-    """Adam + sparse categorical cross-entropy (label-smoothed when asked), accuracy metric."""
-    loss = (SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
-            else "sparse_categorical_crossentropy")
+                  label_smoothing: float = 0.0, dense_targets: bool = False) -> None:
+    """Adam + sparse categorical cross-entropy (label-smoothed when asked), accuracy metric.
+    ``dense_targets``: the targets are probability vectors (distillation, smoothing included):
+    plain categorical cross-entropy."""
+    if dense_targets:
+        loss: str | keras.losses.Loss = "categorical_crossentropy"
+    else:
+        loss = (SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
+                else "sparse_categorical_crossentropy")
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss,
                   metrics=["accuracy"], jit_compile=jit_compile)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from core.errors import ModelError
 from core.model_dir import load_keras
+from core.preprocess import LABELS
 from training.config import AugmentConfig, TrainConfig
 from training.data import Dataset, Split, load_dataset
 
@@ -45,17 +46,20 @@ def balance_split(train: Split, cfg: TrainConfig) -> tuple[Split, dict[int, floa
 
 def make_tf_dataset(split: Split, batch_size: int, augment: AugmentConfig | None = None,
                     shuffle: bool = False, seed: int = 1234,
-                    class_weight: dict[int, float] | None = None):  # -> tf.data.Dataset
-    """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``, augmented on the fly."""
+                    class_weight: dict[int, float] | None = None,
+                    targets: np.ndarray | None = None):  # -> tf.data.Dataset
+    """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``, augmented on the fly;
+    with ``targets`` (float32 ``(N, 7)``, e.g. :func:`distill_targets`) those replace the
+    integer labels."""
     import tensorflow as tf
 
     from training.augment import build_augmenter
 
     x = split.x[..., None].astype(np.float32)
-    tensors: tuple = (x, split.y)
+    tensors: tuple = (x, split.y if targets is None else targets.astype(np.float32))
     if class_weight is not None:
         w = np.array([class_weight[int(c)] for c in split.y], np.float32)
-        tensors = (x, split.y, w)
+        tensors = (*tensors, w)
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
@@ -108,14 +112,18 @@ class TimeBudget:
 
 
 def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
-        initial_epoch: int = 0, epochs: int | None = None, best: float | None = None):
-    """Fit with EarlyStopping, ReduceLROnPlateau, best+last checkpoints, CSV/TensorBoard logs."""
+        initial_epoch: int = 0, epochs: int | None = None, best: float | None = None,
+        targets: np.ndarray | None = None):
+    """Fit with EarlyStopping, ReduceLROnPlateau, best+last checkpoints, CSV/TensorBoard logs.
+    ``targets``: dense training targets (distillation); validation is then scored against
+    one-hot labels, so ``val_accuracy`` and ``val_loss`` mean what they do without them."""
     import keras
 
     epochs = cfg.epochs if epochs is None else epochs
     train_ds = make_tf_dataset(ds.train, cfg.batch_size, cfg.augment, shuffle=True,
-                               seed=cfg.seed, class_weight=class_weight)
-    val_ds = make_tf_dataset(ds.val, 256)
+                               seed=cfg.seed, class_weight=class_weight, targets=targets)
+    val_ds = make_tf_dataset(ds.val, 256, targets=None if targets is None
+                             else np.eye(len(LABELS), dtype=np.float32)[ds.val.y])
     state_path = out / "state.json"
     #: Training minutes of earlier fit() calls of this run (a resumed run keeps its clock).
     done = float(json.loads(state_path.read_text()).get("minutes", 0.0)
@@ -234,8 +242,67 @@ def build_for(cfg: TrainConfig):
     model = build_model(width=cfg.width)
     if cfg.init:
         load_init_weights(model, cfg.init)
-    compile_model(model, cfg.lr, cfg.jit_compile, cfg.label_smoothing)
+    compile_model(model, cfg.lr, cfg.jit_compile, cfg.label_smoothing,
+                  dense_targets=bool(cfg.teacher))
     return model, "scratch"
+
+
+class TeacherError(ValueError):
+    """``--teacher`` names no usable model, or cannot be combined with the other options."""
+
+
+def teacher_probs(cfg: TrainConfig, split: Split, out: Path) -> np.ndarray:
+    """The ``cfg.teacher`` model's probabilities on ``split`` (float32 ``(N, 7)``), averaged
+    over its mirror (and ``teacher_tta_shift``) views; cached in ``out/teacher.npz`` so that a
+    resumed run does not recompute them."""
+    import keras
+
+    from training.evaluate import predict_probs
+    from training.model import to_float32, with_tta, without_tta
+
+    cache = out / "teacher.npz"
+    key = f"{Path(cfg.teacher).resolve()}|shift={cfg.teacher_tta_shift}|n={len(split)}"
+    if cache.exists():
+        with np.load(cache) as z:
+            if str(z["key"]) == key and np.array_equal(z["labels"], split.y):
+                log.info("teacher: probabilities from %s", cache)
+                return z["probs"]
+    src = Path(cfg.teacher)
+    src = src / "model.keras" if src.is_dir() else src
+    if not src.is_file():
+        raise TeacherError(f"--teacher {cfg.teacher}: no such model file ({src})")
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        try:
+            teacher = to_float32(without_tta(load_keras(src)))
+        except ModelError as exc:
+            raise TeacherError(f"--teacher {cfg.teacher}: {exc}") from exc
+        t0 = time.monotonic()
+        probs = predict_probs(with_tta(teacher, cfg.teacher_tta_shift), split.x)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    log.info("teacher: %s on %d training images in %.1f min (accuracy %.3f)", src, len(split),
+             (time.monotonic() - t0) / 60.0, float(np.mean(probs.argmax(1) == split.y)))
+    np.savez(cache, key=np.array(key), labels=split.y, probs=probs)
+    return probs
+
+
+def distill_targets(labels: np.ndarray, teacher: np.ndarray, weight: float,
+                    temperature: float = 1.0, label_smoothing: float = 0.0) -> np.ndarray:
+    """Training targets ``weight * teacher' + (1 - weight) * smoothed one-hot label``, where
+    ``teacher'`` is ``teacher ** (1/temperature)`` renormalised (knowledge distillation from
+    probabilities: the cross-entropy to this mixture is the weighted sum of the cross-entropies
+    to the teacher and to the label)."""
+    if not 0.0 <= weight <= 1.0:
+        raise TeacherError(f"teacher weight must be in [0, 1], not {weight}")
+    if temperature <= 0:
+        raise TeacherError(f"teacher temperature must be > 0, not {temperature}")
+    k = teacher.shape[1]
+    soft = np.power(np.clip(teacher.astype(np.float64), 1e-8, 1.0), 1.0 / temperature)
+    soft /= soft.sum(axis=1, keepdims=True)
+    hard = np.eye(k)[labels] * (1.0 - label_smoothing) + label_smoothing / k
+    return (weight * soft + (1.0 - weight) * hard).astype(np.float32)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -275,7 +342,18 @@ def _train(cfg: TrainConfig) -> dict:
              ds.info["split_rule"])
     (out / "split.json").write_text(json.dumps(ds.info, indent=2))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if cfg.teacher and cfg.balance == "smote":
+        raise TeacherError("--teacher has no probabilities for SMOTE's synthetic images: use "
+                           "--balance class_weight or none")
     ds.train, cw = balance_split(ds.train, cfg)
+    targets = None
+    if cfg.teacher:
+        if cfg.weights == "imagenet":
+            raise TeacherError("--teacher trains a network from scratch or --init, not the "
+                               "ImageNet path")
+        targets = distill_targets(ds.train.y, teacher_probs(cfg, ds.train, out),
+                                  cfg.teacher_weight, cfg.teacher_temperature,
+                                  cfg.label_smoothing)
 
     state_path = out / "state.json"
     origin_path = out / "origin.json"
@@ -299,7 +377,7 @@ def _train(cfg: TrainConfig) -> dict:
             start = cfg.frozen_epochs
             best = json.loads(state_path.read_text())["best_val_accuracy"]
         if start < cfg.epochs:
-            fit(model, ds, cfg, out, cw, initial_epoch=start, best=best)
+            fit(model, ds, cfg, out, cw, initial_epoch=start, best=best, targets=targets)
         else:
             log.info("--resume: all %d epochs already done", cfg.epochs)
     else:
@@ -317,7 +395,7 @@ def _train(cfg: TrainConfig) -> dict:
             fit(model, ds, cfg, out, cw, initial_epoch=cfg.frozen_epochs,
                 best=json.loads(state_path.read_text())["best_val_accuracy"])
         else:
-            fit(model, ds, cfg, out, cw)
+            fit(model, ds, cfg, out, cw, targets=targets)
 
     from training.evaluate import save_report
     from training.model import to_float32

@@ -293,6 +293,40 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
         train(replace(run, init=str(src), width=0.125))
 
 
+def test_teacher_probabilities_become_the_targets_and_are_recorded(trained, tmp_path) -> None:
+    from training.evaluate import load_keras_model_dir, predict_probs
+    from training.model import with_tta, without_tta
+    from training.train import TeacherError, train
+
+    cfg, _ = trained
+    teacher_dir = Path(cfg.models_dir) / cfg.name
+    run = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"), epochs=1,
+                  convert=False, teacher=str(teacher_dir), teacher_weight=0.6,
+                  teacher_temperature=2.0, teacher_tta_shift=1, label_smoothing=0.1)
+    report = train(run)
+    assert 0.0 <= report["accuracy"] <= 1.0
+    # the cached teacher probabilities are the teacher's own, over its shifted views
+    with np.load(tmp_path / "run" / "teacher.npz") as z:
+        probs, labels = z["probs"], z["labels"]
+    teacher, _ = load_keras_model_dir(teacher_dir)
+    from training.data import load_dataset
+
+    ds = load_dataset(cfg.data, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    np.testing.assert_array_equal(labels, ds.train.y)
+    np.testing.assert_allclose(probs, predict_probs(with_tta(without_tta(teacher), 1), ds.train.x),
+                               atol=1e-5)
+    _, meta = load_keras_model_dir(Path(run.models_dir) / run.name)
+    assert meta["training"]["teacher"] == str(teacher_dir)
+    assert meta["training"]["teacher_weight"] == 0.6
+    card = (Path(run.models_dir) / run.name / "MODEL_CARD.md").read_text()
+    assert f"--teacher {teacher_dir} --teacher-weight 0.6 --teacher-temperature 2.0" in card
+
+    with pytest.raises(TeacherError, match="no such model file"):
+        train(replace(run, teacher=str(tmp_path / "missing")))
+    with pytest.raises(TeacherError, match="SMOTE"):
+        train(replace(run, balance="smote"))
+
+
 def test_split_seed_is_read_from_a_models_metadata(tmp_path) -> None:
     from core.model_dir import recorded_split_seed
 
