@@ -217,3 +217,51 @@ def test_without_the_reshaped_model_a_whole_pass_runs_as_native_tiles(monkeypatc
     frame, box = face_frame(0, x=220, y=120, side=200)
     assert found(det.detect(frame), [box]) == 1
     assert list(det._local.runners) == [("full", 192, 192)]
+
+
+# --------------------------------------------------------------------------- MTCNN in photos
+
+def test_mtcnn_faces_are_added_only_where_no_blazeface_face_is() -> None:
+    from core.faces import Detection, add_unmatched
+
+    base = [Detection((100, 100, 50, 50), 0.9), Detection((300, 100, 40, 40), 0.6)]
+    extra = [
+        Detection((105, 95, 48, 60), 0.99),   # the same face as base[0] (IoU > 0.3)
+        Detection((310, 110, 80, 80), 0.98),  # holds base[1]'s centre
+        Detection((500, 300, 30, 30), 0.95),  # a new face
+        Detection((505, 305, 30, 30), 0.91),  # a weaker duplicate of the new face
+        Detection((20, 400, 60, 60), 0.93),   # another new face
+    ]
+    out = add_unmatched(base, extra)
+    assert [d.box for d in out] == [(20, 400, 60, 60), (100, 100, 50, 50), (300, 100, 40, 40),
+                                    (500, 300, 30, 30)]  # largest first
+    assert add_unmatched([], extra[2:4]) == [extra[2]]
+    assert add_unmatched(base, []) == sorted(base, key=lambda d: -d.box[2] * d.box[3])
+
+
+def test_mtcnn_boxes_are_mapped_onto_the_blazeface_framing() -> None:
+    from core.faces_mtcnn import SCALE_H, SCALE_W, SHIFT_X, SHIFT_Y, map_boxes
+
+    (x0, y0, x1, y1), = map_boxes(np.array([[100.0, 100.0, 180.0, 204.0]]))  # 80 x 104
+    w, h = 80 * SCALE_W, 104 * SCALE_H
+    assert (x1 - x0, y1 - y0) == pytest.approx((w, h))
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((140 + SHIFT_X * w, 152 + SHIFT_Y * h))
+    assert map_boxes(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_accurate_mode_runs_mtcnn_and_describes_it() -> None:
+    from core.faces import MODES, FaceDetector
+
+    assert MODES["accurate"].mtcnn and not MODES["live"].mtcnn and not MODES["fast"].mtcnn
+    assert "mtcnn" in MODES["accurate"].describe()
+    det = FaceDetector(mode="accurate")
+    calls = []
+    real = det._mtcnn.detect
+
+    def spy(rgb):
+        calls.append(rgb.shape)
+        return real(rgb)
+
+    det._mtcnn.detect = spy
+    assert det.detect(np.full((240, 320, 3), 128, np.uint8)) == []  # a flat image: no face
+    assert calls == [(240, 320, 3)]
