@@ -73,27 +73,51 @@ class RandomAffine(layers.Layer):
         return input_shape
 
 
-class RandomErase(layers.Layer):
-    """Random erasing for NHWC batches of 0..255 pixels, each image independently: with
-    probability ``rate`` one rectangle of 2-25% of its area (aspect ratio 0.3-3.3) becomes
-    uniform noise. Active only with ``training=True``."""
+class _PerImage(layers.Layer):
+    """A random change applied to each image of an NHWC batch with probability ``rate``
+    (:meth:`_randomise` draws and applies it); active only with ``training=True``."""
+
+    #: What the rate is of, for the error message.
+    what = "augmentation"
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"erase rate must be in [0, 1], not {rate}")
+            raise ValueError(f"{self.what} rate must be in [0, 1], not {rate}")
         self.rate = rate
         self.seed_gen = keras.random.SeedGenerator(seed)
 
     def call(self, x, training=False):
         if not training or not self.rate:
             return x
+        return self._randomise(x)
+
+    def _randomise(self, x):
+        raise NotImplementedError
+
+    def per_image(self, x, lo: float, hi: float):
+        """Uniform draws in ``[lo, hi)``, one per image of ``x``, shaped ``(B, 1, 1, 1)``."""
+        return keras.random.uniform((keras.ops.shape(x)[0], 1, 1, 1), lo, hi,
+                                    seed=self.seed_gen)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class RandomErase(_PerImage):
+    """Random erasing for NHWC batches of 0..255 pixels, each image independently: with
+    probability ``rate`` one rectangle of 2-25% of its area (aspect ratio 0.3-3.3) becomes
+    uniform noise. Active only with ``training=True``."""
+
+    what = "erase"
+
+    def _randomise(self, x):
         ops = keras.ops
         shape = ops.shape(x)
-        b, h, w = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+        h, w = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
 
         def u(lo, hi):
-            return keras.random.uniform((b, 1, 1, 1), lo, hi, seed=self.seed_gen)
+            return self.per_image(x, lo, hi)
 
         area = u(0.02, 0.25) * h * w
         ratio = ops.exp(u(float(np.log(0.3)), float(np.log(3.3))))
@@ -108,11 +132,8 @@ class RandomErase(layers.Layer):
         noise = keras.random.uniform(shape, 0.0, 255.0, seed=self.seed_gen)
         return ops.where(inside, ops.cast(noise, x.dtype), x)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
-
-class RandomCamera(layers.Layer):
+class RandomCamera(_PerImage):
     """Webcam conditions for NHWC batches of 0..255 pixels: with probability ``rate`` an image
     is degraded as a camera frame of a face is -- a lower resolution (the face seen at 16, 24 or
     32 px and scaled back up, or a horizontal motion blur of 5 px, or neither), a gamma in
@@ -122,22 +143,15 @@ class RandomCamera(layers.Layer):
 
     SIZES = (16, 24, 32)
 
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"camera rate must be in [0, 1], not {rate}")
-        self.rate = rate
-        self.seed_gen = keras.random.SeedGenerator(seed)
+    what = "camera"
 
-    def call(self, x, training=False):
-        if not training or not self.rate:
-            return x
+    def _randomise(self, x):
         ops = keras.ops
         shape = ops.shape(x)
         h, w = int(x.shape[1]), int(x.shape[2])
 
         def u(lo, hi):
-            return keras.random.uniform((shape[0], 1, 1, 1), lo, hi, seed=self.seed_gen)
+            return self.per_image(x, lo, hi)
 
         variants = [x]
         for s in self.SIZES:
@@ -157,6 +171,3 @@ class RandomCamera(layers.Layer):
         y = y + u(0.0, 8.0) * keras.random.normal(shape, seed=self.seed_gen)
         chosen = u(0.0, 1.0) < self.rate
         return ops.where(chosen, ops.clip(y, 0.0, 255.0), x)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
