@@ -30,7 +30,7 @@ from core.preprocess import CROP_MARGIN, INPUT_SIZE, LABELS, MEDIAN_KERNEL
 
 log = logging.getLogger(__name__)
 
-DETECTOR = "blazeface-short-range"
+DETECTOR = "blazeface-full-range (live) / blazeface+mtcnn (photos)"
 
 
 def config_dict(cfg: Any) -> dict:
@@ -150,8 +150,8 @@ def model_card(meta: dict, report: dict) -> str:
         "",
         f"- {how}; {arch['params']:,} parameters.",
         f"- Input: one {INPUT_SIZE}x{INPUT_SIZE} grayscale face crop, float32 pixels 0..255 "
-        "(rescaling is inside the model); crops come from the shared `training/preprocess.py` "
-        f"(BlazeFace short-range detection, {int(CROP_MARGIN * 100)}% margin, "
+        "(rescaling is inside the model); crops come from the shared `core/preprocess.py` "
+        f"(BlazeFace boxes in short-range framing, {int(CROP_MARGIN * 100)}% margin, "
         f"{MEDIAN_KERNEL}x{MEDIAN_KERNEL} median filter).",
         f"- Output: probabilities of {', '.join(LABELS)}"
         + ((", averaged over the face and its mirror image"
