@@ -264,7 +264,8 @@ def test_export_model_writes_the_metadata_schema(tiny_keras_model, tmp_path: Pat
     assert meta["preprocessing"] == {"grayscale": True, "median_kernel": 3,
                                      "crop_margin": CROP_MARGIN, "crop_shift_y": CROP_SHIFT_Y,
                                      "rescale_in_model": True,
-                                     "detector": "blazeface-short-range",
+                                     "detector": "blazeface-full-range (live) / "
+                                                 "blazeface+mtcnn (photos)",
                                      "test_time_augmentation": "hflip-average"}
     assert meta["architecture"] == {"name": "vgg16", "width": 0.0625, "weights": "scratch",
                                     "params": tiny_keras_model.count_params()}
