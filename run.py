@@ -43,6 +43,10 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-s", type=float, default=None,
                    help="reuse a tracked face's probabilities this many seconds before "
                         "classifying it again (0: every frame; default: the measured choice)")
+    p.add_argument("--reuse-max-s", type=float, default=None,
+                   help="when the server drops frames (overloaded), lengthen the reuse age up "
+                        "to this many seconds; at or below --reuse-s it stays fixed "
+                        "(default 0.1)")
     p.add_argument("--detect-workers", type=int, default=0,
                    help="threads for frame conversion + face detection (0: one per core)")
     p.add_argument("--infer-threads", type=int, default=0,
@@ -99,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             detect_workers=args.detect_workers, infer_threads=args.infer_threads,
             detect_live_mode=args.detect_live_mode, detect_photo_mode=args.detect_photo_mode,
             **({} if args.reuse_s is None else {"reuse_s": args.reuse_s}),
+            **({} if args.reuse_max_s is None else {"reuse_max_s": args.reuse_max_s}),
             ice_servers=tuple(ice), turn_username=args.turn_username,
             turn_credential=args.turn_credential,
             ngrok=args.ngrok, ngrok_authtoken=args.ngrok_authtoken or None,

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from core.tracker import DEFAULT_REUSE_S
+from server.adapt import DEFAULT_REUSE_MAX_S
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class ServerConfig:
     #: Reuse a tracked face's probabilities this long (seconds) before classifying it again;
     #: new faces are always classified at once (0: every face in every frame).
     reuse_s: float = DEFAULT_REUSE_S
+    #: Under load (sessions' frames being dropped) the reuse age grows up to this (seconds);
+    #: at or below ``reuse_s`` it stays fixed. See ``server.adapt``.
+    reuse_max_s: float = DEFAULT_REUSE_MAX_S
     #: Batcher: most faces waiting for the classifier; beyond it a frame or upload is refused
     #: (a per-frame error, or 503) instead of queued without bound.
     max_queued_faces: int = 256
@@ -113,8 +117,8 @@ class ServerConfig:
             raise ValueError("detect_workers and infer_threads must be >= 0 (0: automatic)")
         if self.max_sessions < 1 or self.max_sessions_per_ip < 1:
             raise ValueError("session limits must be >= 1")
-        if self.reuse_s < 0:
-            raise ValueError("reuse_s must be >= 0")
+        if self.reuse_s < 0 or self.reuse_max_s < 0:
+            raise ValueError("reuse_s and reuse_max_s must be >= 0")
         if self.max_upload_bytes < 1 or self.max_jobs < 1 or self.job_ttl_s <= 0:
             raise ValueError("max_upload_bytes, max_jobs and job_ttl_s must be positive")
         if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:

@@ -20,6 +20,7 @@ import numpy as np
 from core.pipeline import FacePipeline, FrameFaces, decode_image, face_results
 from core.preprocess import LABELS
 from core.runtimes import Classifier
+from server.adapt import AdaptiveReuse
 from server.batcher import Batcher, BatcherGroup
 from server.config import ServerConfig, detect_workers_for
 from server.metrics import Metrics
@@ -34,10 +35,13 @@ class Engine:
                  metrics: Metrics, publish: Callable[[dict], None],
                  max_pixels: int = 4096 * 4096,
                  pools: Sequence[ThreadPoolExecutor] = (), reuse_s: float = 0.0,
-                 photo_pipeline: FacePipeline | None = None) -> None:
+                 photo_pipeline: FacePipeline | None = None,
+                 reuse_max_s: float | None = None) -> None:
         """``pipeline`` detects in live frames, ``photo_pipeline`` (default: the same) in
         uploaded images (their detector modes: ``ServerConfig.detect_live_mode`` and
-        ``detect_photo_mode``)."""
+        ``detect_photo_mode``). Sessions reuse a tracked face's probabilities for ``reuse_s``
+        seconds, more under load up to ``reuse_max_s`` (default: ``reuse_s``, fixed); see
+        :mod:`server.adapt`."""
         self.pipeline = pipeline
         self.photo_pipeline = photo_pipeline or pipeline
         self.executor = executor
@@ -45,8 +49,10 @@ class Engine:
         self.metrics = metrics
         self.publish = publish
         self.max_pixels = max_pixels
-        #: Sessions reuse a tracked face's probabilities this long (``ServerConfig.reuse_s``).
-        self.reuse_s = reuse_s
+        #: How long sessions reuse a tracked face's probabilities now (``ServerConfig.reuse_s``
+        #: when idle, up to ``reuse_max_s`` when frames are being dropped).
+        self.reuse = AdaptiveReuse(reuse_s, reuse_s if reuse_max_s is None else reuse_max_s)
+        metrics.reuse_seconds.set_function(lambda: self.reuse.level_s)
         self._pools = list(pools)
 
     @classmethod
@@ -64,7 +70,7 @@ class Engine:
         batcher.start()
         return cls(FacePipeline(mode=cfg.detect_live_mode), detect_pool, batcher, metrics,
                    publish, cfg.max_pixels, pools=[detect_pool, *infer_pools],
-                   reuse_s=cfg.reuse_s,
+                   reuse_s=cfg.reuse_s, reuse_max_s=cfg.reuse_max_s,
                    photo_pipeline=FacePipeline(mode=cfg.detect_photo_mode))
 
     def detector_modes(self) -> dict[str, str]:

@@ -23,6 +23,9 @@ class Metrics:
         self.faces_reused = Counter("facedapps_faces_reused_total",
                                     "Faces whose last probabilities were reused instead of "
                                     "classifying them again", registry=r)
+        self.reuse_seconds = Gauge("facedapps_reuse_seconds",
+                                   "How long a tracked face's probabilities are reused now "
+                                   "(grows when frames are dropped)", registry=r)
         self.errors = Counter("facedapps_errors_total", "Frames that failed", ["stage"],
                               registry=r)
         self.inference_errors = Counter("facedapps_inference_errors_total",

@@ -5,6 +5,7 @@ session timelines. (``/offer`` is in ``signaling``, the WebSockets in ``feed`` a
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -85,6 +86,16 @@ def _detector_modes(request: web.Request) -> dict[str, str]:
     return {"live": cfg.detect_live_mode, "photo": cfg.detect_photo_mode}
 
 
+def _reuse(request: web.Request) -> dict:
+    """``reuse_s`` (the age now), ``reuse_max_s``: the load-adaptive classification plan."""
+    engine = request.app.get(ENGINE)
+    if engine is not None:
+        r = engine.reuse
+        return {"reuse_s": r.value(time.monotonic()), "reuse_max_s": r.cap_s}
+    cfg = request.app[CONFIG]
+    return {"reuse_s": cfg.reuse_s, "reuse_max_s": max(cfg.reuse_s, cfg.reuse_max_s)}
+
+
 async def healthz(request: web.Request) -> web.Response:
     clf = request.app[CLASSIFIER]
     return web.json_response({"status": "ok", "model": clf.name, "backend": clf.backend,
@@ -93,6 +104,7 @@ async def healthz(request: web.Request) -> web.Response:
                               "infer_threads": getattr(clf, "threads", None),
                               "detect_workers": detect_workers_for(request.app[CONFIG]),
                               "detector": _detector_modes(request),
+                              **_reuse(request),
                               "sessions": len(request.app[REGISTRY].sessions)})
 
 

@@ -56,6 +56,7 @@ class FrameSession:
         self.frames_received += 1
         self.engine.metrics.frames_received.inc()
         self.last_frame_at = time.monotonic()
+        self.engine.reuse.frame(self.last_frame_at, dropped=self._latest is not None)
         if self._latest is not None:
             self.frames_dropped += 1
             self.engine.metrics.frames_dropped.inc()
@@ -89,9 +90,10 @@ class FrameSession:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame)
         t = time.monotonic()
-        # New faces, and tracked ones whose last classification is older than reuse_s, go to
-        # the classifier; the others reuse their last probabilities (core.tracker.plan).
-        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse_s)
+        # New faces, and tracked ones whose last classification is older than the reuse age, go to
+        # the classifier; the others reuse their last probabilities (core.tracker.plan). The
+        # age grows when the server drops frames (server.adapt).
+        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse.value(t))
         need = [i for i, p in enumerate(plan) if p is None]
         fresh = await self.engine.classify(ff.subset(need))
         probs = merge_plan(plan, fresh, len(LABELS))

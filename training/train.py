@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -251,6 +252,15 @@ class TeacherError(ValueError):
     """``--teacher`` names no usable model, or cannot be combined with the other options."""
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def teacher_probs(cfg: TrainConfig, split: Split, out: Path) -> np.ndarray:
     """The ``cfg.teacher`` model's probabilities on ``split`` (float32 ``(N, 7)``), averaged
     over its mirror (and ``teacher_tta_shift``) views; cached in ``out/teacher.npz`` so that a
@@ -261,16 +271,18 @@ def teacher_probs(cfg: TrainConfig, split: Split, out: Path) -> np.ndarray:
     from training.model import to_float32, with_tta, without_tta
 
     cache = out / "teacher.npz"
-    key = f"{Path(cfg.teacher).resolve()}|shift={cfg.teacher_tta_shift}|n={len(split)}"
+    src = Path(cfg.teacher)
+    src = src / "model.keras" if src.is_dir() else src
+    if not src.is_file():
+        raise TeacherError(f"--teacher {cfg.teacher}: no such model file ({src})")
+    # The key names the teacher by its content, so a different model at the same path (a new
+    # export in models/default) is not mistaken for the cached one.
+    key = f"sha256={file_sha256(src)}|shift={cfg.teacher_tta_shift}|n={len(split)}"
     if cache.exists():
         with np.load(cache) as z:
             if str(z["key"]) == key and np.array_equal(z["labels"], split.y):
                 log.info("teacher: probabilities from %s", cache)
                 return z["probs"]
-    src = Path(cfg.teacher)
-    src = src / "model.keras" if src.is_dir() else src
-    if not src.is_file():
-        raise TeacherError(f"--teacher {cfg.teacher}: no such model file ({src})")
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:

@@ -677,7 +677,8 @@ async def test_frames_arriving_while_the_model_is_busy_leave_only_the_newest(aio
     """While frame 1 is in the model, frames 2..6 arrive: each replaces the one before, so
     only frame 6 is processed next; frames 2..5 are counted as dropped."""
     gated = GatedClassifier()
-    app, server, url = await start(aiohttp_server, gated, reuse_s=0)  # every frame classified
+    app, server, url = await start(aiohttp_server, gated, reuse_s=0,
+                                   reuse_max_s=0)  # every frame classified
     try:
         async with aiohttp.ClientSession() as http:
             c = await StreamClient.open(http, url)
@@ -791,3 +792,34 @@ def test_serve_refuses_bad_settings_without_a_traceback(flags):
                        capture_output=True, text=True, timeout=100, cwd=ROOT)
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.timeout(60)
+async def test_sessions_use_the_engines_current_reuse_age(aiohttp_server):
+    """The age the load controller has reached is what sessions plan with: at a long age a
+    tracked face's later frames reuse its probabilities (the classifier sees only frame 1);
+    /healthz and /metrics report the age."""
+    from server.adapt import AdaptiveReuse
+    from server.state import ENGINE
+
+    counting = GatedClassifier()
+    counting.release()
+    app, server, url = await start(aiohttp_server, counting)
+    async with aiohttp.ClientSession() as http:
+        health = await (await http.get(url + "/healthz")).json()
+        assert (health["reuse_s"], health["reuse_max_s"]) == (0.0, 0.1)
+        engine = app[ENGINE]
+        engine.reuse = AdaptiveReuse(0.0, 600.0)
+        engine.reuse.level_s = 600.0  # as after a long overload
+        c = await StreamClient.open(http, url)
+        for k in range(1, 4):
+            await c.send(small_jpeg(0))
+            await wait_for(lambda: c.answered(k), 30, what=f"the result of frame {k}")
+        await c.close()
+        health = await (await http.get(url + "/healthz")).json()
+        metrics = await (await http.get(url + "/metrics")).text()
+    assert counting.calls == 1
+    assert all(len(m["faces"]) == 1 for m in c.results)
+    assert health["reuse_s"] >= 450.0 and health["reuse_max_s"] == 600.0
+    assert app[METRICS].faces_reused._value.get() == 2
+    assert "facedapps_reuse_seconds" in metrics

@@ -321,6 +321,24 @@ def test_teacher_probabilities_become_the_targets_and_are_recorded(trained, tmp_
     card = (Path(run.models_dir) / run.name / "MODEL_CARD.md").read_text()
     assert f"--teacher {teacher_dir} --teacher-weight 0.6 --teacher-temperature 2.0" in card
 
+    # The cache names the teacher by content: another model at the same path is recomputed.
+    import shutil
+
+    from training.train import teacher_probs
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(teacher_dir, swapped)
+    run2, out2 = replace(run, teacher=str(swapped)), tmp_path / "run2"
+    out2.mkdir()
+    first = teacher_probs(run2, ds.train, out2)
+    np.testing.assert_allclose(first, probs, atol=1e-5)
+    shutil.copy(Path(run.models_dir) / run.name / "model.keras", swapped / "model.keras")
+    second = teacher_probs(run2, ds.train, out2)
+    student, _ = load_keras_model_dir(swapped)
+    np.testing.assert_allclose(second, predict_probs(with_tta(without_tta(student), 1),
+                                                     ds.train.x), atol=1e-5)
+    assert not np.allclose(first, second, atol=1e-4)
+
     with pytest.raises(TeacherError, match="no such model file"):
         train(replace(run, teacher=str(tmp_path / "missing")))
     with pytest.raises(TeacherError, match="SMOTE"):
