@@ -395,6 +395,10 @@ class LiveResult:
     mean_batch: float
     faces_per_result: float
     errors: int
+    #: Share of the faces whose probabilities were reused (the classification plan), and the
+    #: server's reuse age at the end of the window (server.adapt).
+    reused: float = 0.0
+    reuse_s: float = 0.0
 
     @property
     def total_fps(self) -> float:
@@ -455,7 +459,9 @@ async def live_run(server: Server, http, video: Path, n: int, seconds: float,
         server_cpu=100.0 * (s1 - s0) / wall, client_cpu=100.0 * (c1 - c0) / wall,
         mean_batch=d("facedapps_batch_size_sum") / max(1.0, d("facedapps_batch_size_count")),
         faces_per_result=sum(len(m["faces"]) for w in wins for m in w) / max(1, nres),
-        errors=sum(len(c.errors) for c in clients))
+        errors=sum(len(c.errors) for c in clients),
+        reused=d("facedapps_faces_reused_total") / max(1.0, d("facedapps_faces_total")),
+        reuse_s=m1.get("facedapps_reuse_seconds", 0.0))
 
 
 async def wait_sessions_closed(server: Server, http, timeout: float = 20.0) -> None:
@@ -495,10 +501,12 @@ def live_table(results: Sequence[LiveResult], isolated_fps: float) -> str:
                      fmt(r.mean_batch, 2), fmt(r.faces_per_result, 2),
                      fmt(r.server_cpu, 0) + "%", fmt(r.cpu_ms_per_frame, 2),
                      fmt(r.cpu_ms_per_client_s, 0), fmt(r.client_cpu, 0) + "%",
-                     fmt(100 * r.total_fps / isolated_fps, 0) + "%"])
+                     fmt(100 * r.total_fps / isolated_fps, 0) + "%",
+                     fmt(100 * r.reused, 0) + "%", fmt(r.reuse_s, 3)])
     return table(["clients", "fps/client min", "mean", "total fps", "p50 ms", "p95 ms",
                   "recv fps", "dropped", "drop %", "batch", "faces", "server CPU",
-                  "CPU ms/frame", "CPU ms/client-s", "client CPU", "vs isolated"], rows)
+                  "CPU ms/frame", "CPU ms/client-s", "client CPU", "vs isolated",
+                  "faces reused", "reuse s at end"], rows)
 
 
 def cpu_model() -> str:
