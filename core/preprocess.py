@@ -26,6 +26,12 @@ CROP_SHIFT_Y = -0.1
 FACE_CROP_MAX_SIDE = 96
 #: Kernel of the median filter applied to every face crop.
 MEDIAN_KERNEL = 3
+#: Contrast stretch of every crop, after the median filter: its 1st and 99th percentile pixel
+#: values become 0 and 255 (a crop whose two percentiles are less than one level apart is left
+#: as it is). Chosen on the real dev clips by a rule fixed before the run (README, "The
+#: model"): with the shipped model it raised the clips right from 17 to 19 of 32 and frame
+#: accuracy by 0.020, and FER2013 test accuracy by 0.003.
+CONTRAST_PERCENTILES = (1.0, 99.0)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -61,13 +67,23 @@ def expand_box(
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
+def stretch_contrast(gray: np.ndarray) -> np.ndarray:
+    """Map ``CONTRAST_PERCENTILES`` of a uint8 image's pixels to 0 and 255 (clipped)."""
+    lo, hi = np.percentile(gray, CONTRAST_PERCENTILES)
+    if hi - lo < 1.0:
+        return gray
+    out = (gray.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(out, 0.0, 255.0).astype(np.uint8)
+
+
 def preprocess_face(face: np.ndarray) -> np.ndarray:
-    """Grayscale, 3x3 median filter and resize one face crop to ``INPUT_SIZE`` squared (uint8)."""
+    """Grayscale, resize one face crop to ``INPUT_SIZE`` squared, 3x3 median filter, contrast
+    stretch (uint8)."""
     gray = to_gray(face)
     if gray.shape != (INPUT_SIZE, INPUT_SIZE):
         interp = cv2.INTER_AREA if min(gray.shape) > INPUT_SIZE else cv2.INTER_LINEAR
         gray = cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
-    return cv2.medianBlur(np.ascontiguousarray(gray), MEDIAN_KERNEL)
+    return stretch_contrast(cv2.medianBlur(np.ascontiguousarray(gray), MEDIAN_KERNEL))
 
 
 def crop_face(image: np.ndarray, box: Sequence[int], margin: float = CROP_MARGIN) -> np.ndarray:

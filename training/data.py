@@ -238,7 +238,7 @@ def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction:
 def cache_key(path: Path, detect: str) -> str:
     """Key of the preprocessed-array cache: path, size/mtime (of every file in a folder), detect."""
     st = path.stat()
-    raw = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{detect}|{INPUT_SIZE}|v1"
+    raw = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{detect}|{INPUT_SIZE}|v2"
     if path.is_dir():  # a folder's own mtime misses changes inside its subfolders
         h = hashlib.sha1()
         for p in sorted(path.rglob("*")):

@@ -26,7 +26,7 @@ from core.model_dir import (
     listed_files,
     metadata_text,
 )
-from core.preprocess import CROP_MARGIN, INPUT_SIZE, LABELS, MEDIAN_KERNEL
+from core.preprocess import CONTRAST_PERCENTILES, CROP_MARGIN, INPUT_SIZE, LABELS, MEDIAN_KERNEL
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def build_metadata(model: Any, name: str, cfg: Any, split_info: dict, report: di
         "labels": list(LABELS),
         "input": {"size": INPUT_SIZE, "channels": 1, "dtype": "float32", "range": [0, 255]},
         "preprocessing": {"grayscale": True, "median_kernel": MEDIAN_KERNEL,
+                          "contrast_percentiles": list(CONTRAST_PERCENTILES),
                           "crop_margin": CROP_MARGIN,
                           "crop_shift_y": getattr(preprocess, "CROP_SHIFT_Y", 0.0),
                           "rescale_in_model": True, "detector": DETECTOR,
@@ -152,7 +153,8 @@ def model_card(meta: dict, report: dict) -> str:
         f"- Input: one {INPUT_SIZE}x{INPUT_SIZE} grayscale face crop, float32 pixels 0..255 "
         "(rescaling is inside the model); crops come from the shared `core/preprocess.py` "
         f"(BlazeFace boxes in short-range framing, {int(CROP_MARGIN * 100)}% margin, "
-        f"{MEDIAN_KERNEL}x{MEDIAN_KERNEL} median filter).",
+        f"{MEDIAN_KERNEL}x{MEDIAN_KERNEL} median filter, contrast stretched between its "
+        f"{CONTRAST_PERCENTILES[0]:g}% and {CONTRAST_PERCENTILES[1]:g}% percentiles).",
         f"- Output: probabilities of {', '.join(LABELS)}"
         + ((", averaged over the face and its mirror image"
             + (f", each also shifted {tr['tta_shift']} pixels left, right, up and down (10 views"

@@ -15,9 +15,14 @@ from core.preprocess import LABELS
 
 
 def synthetic_face(label: int, i: int, size: int = 48, channels: int = 1) -> np.ndarray:
-    """A deterministic noisy image whose mean brightness is about ``30 + 30 * label``."""
+    """A deterministic noisy image that codes ``label`` in the share of its rows that are
+    bright (the top ones), so that after the served preprocessing (median filter, contrast
+    stretch: dark rows near 0, bright ones near 255) its mean brightness is about
+    ``30 + 30 * label``."""
     rng = np.random.default_rng(1000 * label + i)
-    img = (rng.integers(0, 21, (size, size)) + 20 + 30 * label).astype(np.uint8)
+    bright = round(size * (15 + 30 * label) / 225)
+    level = np.where(np.arange(size)[:, None] < bright, 190, 40)
+    img = (rng.integers(0, 21, (size, size)) + level).astype(np.uint8)
     if channels == 3:
         img = np.dstack([img, np.roll(img, 1, axis=1), np.roll(img, 2, axis=0)])
     return img

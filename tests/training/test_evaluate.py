@@ -262,6 +262,7 @@ def test_export_model_writes_the_metadata_schema(tiny_keras_model, tmp_path: Pat
     assert meta["labels"] == list(LABELS)
     assert meta["input"] == {"size": 48, "channels": 1, "dtype": "float32", "range": [0, 255]}
     assert meta["preprocessing"] == {"grayscale": True, "median_kernel": 3,
+                                     "contrast_percentiles": [1.0, 99.0],
                                      "crop_margin": CROP_MARGIN, "crop_shift_y": CROP_SHIFT_Y,
                                      "rescale_in_model": True,
                                      "detector": "blazeface-full-range (live) / "

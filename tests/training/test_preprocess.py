@@ -16,6 +16,7 @@ from core.preprocess import (
     expand_box,
     is_face_crop,
     preprocess_face,
+    stretch_contrast,
     to_batch,
     to_gray,
 )
@@ -66,11 +67,23 @@ def test_preprocess_face_shape_and_dtype(shape) -> None:
     assert out.shape == (INPUT_SIZE, INPUT_SIZE) and out.dtype == np.uint8
 
 
-def test_preprocess_face_is_a_median_filter_at_input_size() -> None:
+def test_preprocess_face_is_a_median_filter_then_a_contrast_stretch() -> None:
     face = RNG.integers(0, 256, (48, 48), dtype=np.uint8)
-    assert np.array_equal(preprocess_face(face), cv2.medianBlur(face, 3))
+    assert np.array_equal(preprocess_face(face), stretch_contrast(cv2.medianBlur(face, 3)))
     flat = np.full((100, 100), 77, np.uint8)
-    assert np.all(preprocess_face(flat) == 77)
+    assert np.all(preprocess_face(flat) == 77)  # nothing to stretch
+
+
+def test_stretch_contrast_spreads_a_dim_low_contrast_face_over_the_range() -> None:
+    dim = (RNG.integers(0, 256, (48, 48)) * 0.2 + 40).astype(np.uint8)  # levels 40..91
+    out = stretch_contrast(dim)
+    assert out.dtype == np.uint8 and out.shape == dim.shape
+    lo, hi = np.percentile(out, (1, 99))
+    assert lo <= 2 and hi >= 253  # the 1st/99th percentiles now sit at the ends
+    order = np.argsort(dim.ravel(), kind="stable")
+    assert (np.diff(out.ravel()[order].astype(int)) >= 0).all()  # monotone: no level swaps
+    full = np.tile(np.arange(256, dtype=np.uint8), (48, 1))[:, ::5]
+    assert np.abs(stretch_contrast(full).astype(int) - full).max() <= 3  # already full range
 
 
 def test_expand_box_grows_to_a_square_in_the_middle() -> None:
