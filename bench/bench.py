@@ -678,7 +678,9 @@ def main(args: argparse.Namespace) -> int:
             "fps: results per second each client received; latency: server frame arrival -> "
             "result; CPU: % of one core; CPU ms/frame: server CPU per processed frame; CPU "
             "ms/client-s: server CPU per second of one client's video; vs isolated: total fps "
-            "/ isolated pipeline fps",
+            "/ isolated pipeline fps; faces reused: share of faces given their track's last "
+            "probabilities instead of a classifier call; reuse s at end: the server's "
+            "load-adaptive reuse age when the window closed",
             *overhead_lines(live, pipeline)]) + "\n")
     if live_on and getattr(args, "threads_sweep", False):
         n = max(counts)
