@@ -46,7 +46,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-max-s", type=float, default=None,
                    help="when the server drops frames (overloaded), lengthen the reuse age up "
                         "to this many seconds; at or below --reuse-s it stays fixed "
-                        "(default 0.1)")
+                        "(default 0.3)")
     p.add_argument("--detect-workers", type=int, default=0,
                    help="threads for frame conversion + face detection (0: one per core)")
     p.add_argument("--infer-threads", type=int, default=0,
