@@ -64,7 +64,9 @@ class AdaptiveReuse:
             share = self._dropped / self._received if self._received else 0.0
             if self._received >= self.min_frames and share > self.high:
                 self.level_s = min(self.cap_s, round(self.level_s + self.step_s, 9))
-            elif share < self.low:
-                self.level_s = max(self.floor_s, round(self.level_s - self.step_s, 9))
+            elif share < self.low:  # every whole window since the last close counts (idle)
+                windows = int((now - self._t0) // self.window_s)
+                self.level_s = max(self.floor_s,
+                                   round(self.level_s - self.step_s * windows, 9))
             self._t0, self._received, self._dropped = now, 0, 0
         return self.level_s

@@ -45,6 +45,16 @@ def test_an_idle_server_returns_to_the_floor_without_frames():
     assert r.value(12.0) == 0.05
 
 
+def test_after_an_idle_spell_the_first_frame_finds_the_floor():
+    """No session asked for 10 s after an overload: the age does not linger for the next
+    client (each quiet window counts as a step down)."""
+    r = AdaptiveReuse(0.0, 0.3, steps=3)
+    t = feed(r, 0.0, 5, 100, 0.5)
+    assert r.value(t) == pytest.approx(0.3)
+    r.frame(t + 10.0, dropped=False)
+    assert r.value(t + 10.0) == 0.0
+
+
 def test_a_few_dropped_frames_in_a_quiet_window_do_not_count():
     r = AdaptiveReuse(0.0, 0.1, min_frames=10)
     for t in (0.0, 0.5, 1.5, 2.5, 3.5):  # 1 frame a window, each replacing one
