@@ -4,9 +4,9 @@ Every live session keeps only its newest frame, so a server that cannot keep up 
 (``FrameSession.offer``). :class:`AdaptiveReuse` watches the share of received frames that were
 dropped, across all sessions, in windows of ``window_s``: above ``high`` it lengthens the reuse
 age by ``step_s`` (up to ``cap_s``), below ``low`` it shortens it (down to ``floor_s``, the
-configured ``--reuse-s``), in between it holds. With few clients nothing is dropped and every
-face is classified in every frame (full quality); under overload each tracked face is
-classified about every ``cap_s`` seconds and the saved classifier work goes to more frames.
+configured ``--reuse-s``), in between it holds. With few clients nothing is dropped and the
+configured age holds (full quality); under overload each tracked face is classified about
+every ``cap_s`` seconds and the saved classifier work goes to more frames.
 New faces are always classified at once (``core.tracker.FaceTracker.plan``).
 
 Measured effects: README, "Real-video evaluation" (accuracy by reuse age) and "Speed".

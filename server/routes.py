@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from core.errors import ImageError
+from server.adapt import AdaptiveReuse
 from server.config import detect_workers_for
 from server.errors import CapacityError
 from server.state import CLASSIFIER, CONFIG, ENGINE, METRICS, PREDICT_GATE, REGISTRY, REPLICAS
@@ -91,9 +92,10 @@ def _reuse(request: web.Request) -> dict:
     engine = request.app.get(ENGINE)
     if engine is not None:
         r = engine.reuse
-        return {"reuse_s": r.value(time.monotonic()), "reuse_max_s": r.cap_s}
-    cfg = request.app[CONFIG]
-    return {"reuse_s": cfg.reuse_s, "reuse_max_s": max(cfg.reuse_s, cfg.reuse_max_s)}
+    else:  # before start-up: what the engine will use, by the same rule
+        cfg = request.app[CONFIG]
+        r = AdaptiveReuse(cfg.reuse_s, cfg.reuse_max_s)
+    return {"reuse_s": r.value(time.monotonic()), "reuse_max_s": r.cap_s}
 
 
 async def healthz(request: web.Request) -> web.Response:
