@@ -34,7 +34,9 @@ faces give offset duplicates whose IoU is below the NMS threshold. The modes (:d
   one core. Then MTCNN (``core.faces_mtcnn``, trained on WIDER FACE; its weights ship in the
   ``mtcnn`` wheel) runs on the whole photo, and each face it finds that overlaps no BlazeFace
   detection is added (the two miss different faces); ~9x the cost of the BlazeFace passes
-  alone (about 0.3 s per 1024x683 photo).
+  alone (about 0.3 s per 1024x683 photo). Last, *weak pairs*: a BlazeFace face under its
+  threshold (>= 0.2) that an MTCNN face under MTCNN's cut (>= 0.6) confirms is added too
+  (:func:`fuse`; no extra pass: both run at the low threshold and filter).
 
 ``bench/detection.py`` (``run.py bench-detect``) measures them; README "Face detection" has the
 figures and the rule by which these settings were chosen.
@@ -46,6 +48,7 @@ import importlib.util
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -181,10 +184,19 @@ class DetectorMode:
     centre_suppression: bool = True
     #: Also run MTCNN on the whole image and add its faces that overlap no BlazeFace one.
     mtcnn: bool = False
+    #: Weak pairs (with ``mtcnn``): a BlazeFace face scoring at least ``weak_score`` (below its
+    #: pass's threshold) is also kept when an MTCNN face scoring at least ``mtcnn_weak_score``
+    #: (below MTCNN's own cut) overlaps it and no kept face does: two detectors that miss
+    #: different faces agreeing on one that neither is sure of. None: off.
+    weak_score: float | None = None
+    mtcnn_weak_score: float | None = None
 
     def __post_init__(self) -> None:
         if not self.levels:
             raise ValueError("a detector mode needs at least one level")
+        if (self.weak_score is None) != (self.mtcnn_weak_score is None) or (
+                self.weak_score is not None and not self.mtcnn):
+            raise ValueError("weak pairs need mtcnn, weak_score and mtcnn_weak_score")
 
     def describe(self) -> str:
         """One line: the passes, e.g. ``full x0.5 tiles 256/64 >=0.3 + short fit >=0.5``."""
@@ -200,6 +212,9 @@ class DetectorMode:
 
             parts.append(f"mtcnn min {MIN_FACE} px >={THRESHOLDS[2]:g} (added where no "
                          "BlazeFace box)")
+        if self.weak_score is not None:
+            parts.append(f"weak pairs (BlazeFace >={self.weak_score:g} confirmed by MTCNN "
+                         f">={self.mtcnn_weak_score:g})")
         return " + ".join(parts)
 
 
@@ -213,9 +228,13 @@ MODES: dict[str, DetectorMode] = {
         Level("full", 0.5, tile=256, overlap=64, min_score=0.3, pyramid=True,
               coarse_min_score=0.5),),
         "BlazeFace full-range on 256 px tiles of the image at 0.5x, 0.25x, ... down to the "
-        "scale at which it fits one tile, plus the faces MTCNN finds that it missed",
-        mtcnn=True),
+        "scale at which it fits one tile, plus the faces MTCNN finds that it missed, plus "
+        "faces both find below their thresholds",
+        mtcnn=True, weak_score=0.2, mtcnn_weak_score=0.6),
 }
+#: Weak pairs: the BlazeFace passes run at this threshold and weighted NMS merges everything
+#: above it before the ``weak_score`` cut (as in the measured grid, README "Face detection").
+WEAK_PASS_SCORE = 0.1
 #: The mode of :class:`FaceDetector` and ``core.pipeline.FacePipeline`` when none is given.
 DEFAULT_MODE = "live"
 
@@ -480,21 +499,38 @@ def add_unmatched(base: list[Detection], extra: list[Detection], iou: float = NM
     IoU above ``iou``, or a centre inside the other box either way (as
     :func:`centre_suppress`). Largest first."""
     kept = [d for d in base]
-    boxes = [_xyxy(d) for d in base]
     for d in sorted(extra, key=lambda d: -d.score):
-        b = _xyxy(d)
-        if boxes:
-            k = np.array(boxes)
-            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-            kx, ky = (k[:, 0] + k[:, 2]) / 2, (k[:, 1] + k[:, 3]) / 2
-            inside = (k[:, 0] <= cx) & (cx <= k[:, 2]) & (k[:, 1] <= cy) & (cy <= k[:, 3])
-            holds = (b[0] <= kx) & (kx <= b[2]) & (b[1] <= ky) & (ky <= b[3])
-            if ((_iou(b, k) > iou) | inside | holds).any():
-                continue
-        kept.append(d)
-        boxes.append(b)
+        if not _overlaps(d, kept, iou):
+            kept.append(d)
     kept.sort(key=lambda d: -d.box[2] * d.box[3])
     return kept
+
+
+def fuse(blazeface: list[Detection], mtcnn: list[Detection], mtcnn_cut: float,
+         blazeface_low: Sequence[Detection] = (), weak_score: float = 1.0,
+         mtcnn_weak_score: float = 1.0) -> list[Detection]:
+    """The accurate mode's faces: every ``blazeface`` face; each ``mtcnn`` face scoring at least
+    ``mtcnn_cut`` that overlaps none of those; then each of ``blazeface_low`` (BlazeFace merged
+    at a lower threshold) scoring at least ``weak_score`` that an ``mtcnn`` face scoring at least
+    ``mtcnn_weak_score`` overlaps, and no kept face does. Largest first."""
+    dets = add_unmatched(blazeface, [d for d in mtcnn if d.score >= mtcnn_cut])
+    confirm = [d for d in mtcnn if d.score >= mtcnn_weak_score]
+    pairs = [d for d in blazeface_low if d.score >= weak_score and _overlaps(d, confirm)]
+    return add_unmatched(dets, pairs) if pairs else dets
+
+
+def _overlaps(d: Detection, others: list[Detection], iou: float = NMS_IOU) -> bool:
+    """Whether ``d`` overlaps one of ``others``: IoU above ``iou``, or a centre inside the other
+    box either way."""
+    if not others:
+        return False
+    b = _xyxy(d)
+    k = np.array([_xyxy(o) for o in others])
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    kx, ky = (k[:, 0] + k[:, 2]) / 2, (k[:, 1] + k[:, 3]) / 2
+    inside = (k[:, 0] <= cx) & (cx <= k[:, 2]) & (k[:, 1] <= cy) & (cy <= k[:, 3])
+    holds = (b[0] <= kx) & (kx <= b[2]) & (b[1] <= ky) & (ky <= b[3])
+    return bool(((_iou(b, k) > iou) | inside | holds).any())
 
 
 def _xyxy(d: Detection) -> np.ndarray:
@@ -518,10 +554,13 @@ class FaceDetector:
             model_path(lv.model)
         self._local = threading.local()
         self._mtcnn = None
+        self._mtcnn_cut = 1.0
         if m.mtcnn:
-            from core.faces_mtcnn import MtcnnDetector
+            from core.faces_mtcnn import THRESHOLDS, MtcnnDetector
 
-            self._mtcnn = MtcnnDetector()
+            self._mtcnn_cut = THRESHOLDS[2]
+            onet = min(THRESHOLDS[2], m.mtcnn_weak_score or THRESHOLDS[2])
+            self._mtcnn = MtcnnDetector(thresholds=(*THRESHOLDS[:2], onet))
 
     @property
     def min_score(self) -> float:
@@ -590,23 +629,35 @@ class FaceDetector:
         if h == 0 or w == 0:
             return []
         bgr = np.ascontiguousarray(bgr[:, :, :3])
-        parts = [self._level(bgr, octave) for lv in self.mode.levels
-                 for octave in lv.octaves(w, h)]
-        boxes = np.concatenate([p[0] for p in parts])
-        kps = np.concatenate([p[1] for p in parts])
+        weak = self.mode.weak_score is not None
+        parts = []  # (boxes, keypoints, scores, at or above the pass's own threshold)
+        for lv in self.mode.levels:
+            # Weak pairs: one run per pass at the low threshold; its own cut is a filter.
+            run = replace(lv, min_score=min(lv.min_score, WEAK_PASS_SCORE)) if weak else lv
+            for octave, low in zip(lv.octaves(w, h), run.octaves(w, h)):
+                b, k, s = self._level(bgr, low)
+                parts.append((b, k, s, s >= octave.min_score))
+        dets = self._merge([(b[m], k[m], s[m]) for b, k, s, m in parts], w, h)
+        if self._mtcnn is None:
+            return dets
+        mb, ms = self._mtcnn.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        found = self._detections(mb, np.zeros((len(mb), 0, 2)), ms, w, h)
+        low = self._merge([p[:3] for p in parts], w, h) if weak else []
+        return fuse(dets, found, self._mtcnn_cut, low, self.mode.weak_score or 1.0,
+                    self.mode.mtcnn_weak_score or 1.0)
+
+    def _merge(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, h: int
+               ) -> list[Detection]:
+        """The detections of all passes merged (weighted NMS, then centre suppression)."""
         scores = np.concatenate([p[2] for p in parts])
-        dets: list[Detection] = []
-        if scores.size:
-            boxes, kps, scores = weighted_nms(boxes, kps, scores)
-            if self.mode.centre_suppression and len(boxes) > 1:
-                keep = centre_suppress(boxes, scores)
-                boxes, kps, scores = boxes[keep], kps[keep], scores[keep]
-            dets = self._detections(boxes, kps, scores, w, h)
-        if self._mtcnn is not None:
-            mb, ms = self._mtcnn.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            extra = self._detections(mb, np.zeros((len(mb), 0, 2)), ms, w, h)
-            dets = add_unmatched(dets, extra)
-        return dets
+        if not scores.size:
+            return []
+        boxes, kps, scores = weighted_nms(np.concatenate([p[0] for p in parts]),
+                                          np.concatenate([p[1] for p in parts]), scores)
+        if self.mode.centre_suppression and len(boxes) > 1:
+            keep = centre_suppress(boxes, scores)
+            boxes, kps, scores = boxes[keep], kps[keep], scores[keep]
+        return self._detections(boxes, kps, scores, w, h)
 
     @staticmethod
     def _detections(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, w: int, h: int

@@ -265,3 +265,40 @@ def test_accurate_mode_runs_mtcnn_and_describes_it() -> None:
     det._mtcnn.detect = spy
     assert det.detect(np.full((240, 320, 3), 128, np.uint8)) == []  # a flat image: no face
     assert calls == [(240, 320, 3)]
+
+
+def test_weak_pairs_add_a_face_only_where_both_detectors_see_one() -> None:
+    from core.faces import Detection, fuse
+
+    strong = [Detection((100, 100, 50, 50), 0.9)]
+    mtcnn = [
+        Detection((102, 98, 50, 52), 0.99),   # strong's face again: not added twice
+        Detection((400, 100, 30, 30), 0.95),  # a face BlazeFace missed: added (>= the cut)
+        Detection((600, 300, 32, 32), 0.7),   # a weak MTCNN face ...
+        Detection((800, 300, 32, 32), 0.5),   # ... and one under the weak MTCNN cut
+    ]
+    low = [
+        Detection((101, 101, 49, 49), 0.8),   # strong's face in the low merge
+        Detection((598, 302, 30, 30), 0.25),  # weak BlazeFace confirmed by mtcnn[2]: added
+        Detection((802, 298, 30, 30), 0.3),   # confirmed only by a face under 0.6: not added
+        Detection((200, 400, 30, 30), 0.4),   # no MTCNN face there: not added
+        Detection((604, 306, 28, 28), 0.15),  # under the weak BlazeFace cut
+    ]
+    out = fuse(strong, mtcnn, 0.9, low, weak_score=0.2, mtcnn_weak_score=0.6)
+    assert sorted(d.box for d in out) == [(100, 100, 50, 50), (400, 100, 30, 30),
+                                          (598, 302, 30, 30)]
+    # Without the low merge (weak pairs off) it is the plain fusion.
+    assert sorted(d.box for d in fuse(strong, mtcnn, 0.9)) == [(100, 100, 50, 50),
+                                                               (400, 100, 30, 30)]
+
+
+def test_weak_pairs_need_mtcnn_and_both_scores() -> None:
+    from dataclasses import replace
+
+    acc = MODES["accurate"]
+    assert acc.weak_score is not None and acc.mtcnn_weak_score is not None
+    assert "weak pairs" in acc.describe()
+    for kwargs in ({"mtcnn": False}, {"weak_score": None}, {"mtcnn_weak_score": None}):
+        with pytest.raises(ValueError, match="weak pairs"):
+            replace(acc, **kwargs)
+    assert replace(acc, weak_score=None, mtcnn_weak_score=None).weak_score is None
