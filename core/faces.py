@@ -634,8 +634,8 @@ class FaceDetector:
         for lv in self.mode.levels:
             # Weak pairs: one run per pass at the low threshold; its own cut is a filter.
             run = replace(lv, min_score=min(lv.min_score, WEAK_PASS_SCORE)) if weak else lv
-            for octave, low in zip(lv.octaves(w, h), run.octaves(w, h)):
-                b, k, s = self._level(bgr, low)
+            for octave, low_octave in zip(lv.octaves(w, h), run.octaves(w, h)):
+                b, k, s = self._level(bgr, low_octave)
                 parts.append((b, k, s, s >= octave.min_score))
         dets = self._merge([(b[m], k[m], s[m]) for b, k, s, m in parts], w, h)
         if self._mtcnn is None:
