@@ -1,9 +1,10 @@
 """Per-session face tracking and label smoothing (pure Python + NumPy, cheap per frame).
 
 Each detected face is associated with a track by box overlap and centre distance against the
-track's constant-velocity prediction: greedy matching on a small cost matrix (a few faces per
-frame, where greedy on this cost does as well as Hungarian matching, without SciPy). A track
-survives ``max_missed`` frames without a detection; ids are never reused within one tracker.
+track's constant-velocity prediction: within each group of tracks that compete for the same
+detections, the matching with the most matches and then the least total cost (:func:`assign`).
+A track survives ``max_missed`` frames without a detection; ids are never reused within one
+tracker.
 
 Every track filters its class probabilities over time with a ``core.temporal`` filter (by
 default the HMM forward filter, whose parameters are per second, so it behaves the same at any
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,6 +44,10 @@ CENTER_GATE_PER_MISS = 0.25
 MAX_AREA_RATIO = 4.0
 #: Weight of the EMA on velocity: new measurement vs previous estimate.
 VELOCITY_GAIN = 0.5
+#: Optimal matching (most matches, then least total cost) for a group of tracks that compete
+#: for the same detections when it has at most this many possible matchings (products of each
+#: track's candidates + 1); a larger group is matched greedily, cheapest pair first.
+MAX_EXACT_SEARCH = 4096
 #: Extrapolate a track's motion at most this far ahead (stream paused, frames dropped).
 MAX_PREDICT_S = 0.5
 #: Time step assumed when ``t`` does not advance between two updates (a nominal 15 fps frame).
@@ -253,17 +259,7 @@ class FaceTracker:
                 if iou < self.iou_threshold and dist > gate:
                     continue
                 pairs.append(((1.0 - iou) + dist + MISS_PENALTY * tr.missed, ti, di))
-        pairs.sort()
-        used_t: set[int] = set()
-        used_d: set[int] = set()
-        matches = []
-        for _, ti, di in pairs:
-            if ti in used_t or di in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(di)
-            matches.append((ti, di))
-        return matches
+        return assign(pairs)
 
     def _correct(self, tr: _Track, t: float, box: Box, probs: np.ndarray) -> None:
         x, y, w, h = box
@@ -285,6 +281,83 @@ class FaceTracker:
         k = tr.filter.label
         return TrackedFace(id=tr.id, box=box, label=self.labels[k],
                            score=float(tr.smoothed[k]), smoothed=tr.smoothed.copy())
+
+
+def assign(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    """Matches ``(track, detection)`` from candidate ``(cost, track, detection)`` pairs: in each
+    group of tracks and detections linked by candidates, the most matches and among those the
+    least total cost (exhaustive: groups are small), or greedily (cheapest pair first) in a
+    group with more than :data:`MAX_EXACT_SEARCH` possible matchings."""
+    # Groups: connected components of the candidate graph (union-find over track/detection nodes).
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def root(n: tuple[str, int]) -> tuple[str, int]:
+        while parent.setdefault(n, n) != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for _, ti, di in pairs:
+        a, b = root(("t", ti)), root(("d", di))
+        if a != b:
+            parent[a] = b
+    groups: dict[tuple[str, int], list[tuple[float, int, int]]] = {}
+    for p in pairs:
+        groups.setdefault(root(("t", p[1])), []).append(p)
+    matches: list[tuple[int, int]] = []
+    for group in groups.values():
+        tracks = sorted({ti for _, ti, _ in group})
+        if len(group) == 1:
+            matches.append(group[0][1:])
+            continue
+        degree = Counter(ti for _, ti, _ in group)
+        if math.prod(d + 1 for d in degree.values()) > MAX_EXACT_SEARCH:
+            matches += _greedy(group)
+        else:
+            matches += _exact(tracks, group)
+    return matches
+
+
+def _greedy(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    used_t: set[int] = set()
+    used_d: set[int] = set()
+    out = []
+    for _, ti, di in sorted(pairs):
+        if ti in used_t or di in used_d:
+            continue
+        used_t.add(ti)
+        used_d.add(di)
+        out.append((ti, di))
+    return out
+
+
+def _exact(tracks: list[int], pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
+    options: dict[int, list[tuple[float, int]]] = {ti: [] for ti in tracks}
+    for cost, ti, di in pairs:
+        options[ti].append((cost, di))
+    best: tuple[int, float, list[tuple[int, int]]] = (0, 0.0, [])
+
+    def search(k: int, used: set[int], n: int, cost: float, chosen: list[tuple[int, int]]
+               ) -> None:
+        nonlocal best
+        if k == len(tracks):
+            if n > best[0] or (n == best[0] and cost < best[1]):
+                best = (n, cost, list(chosen))
+            return
+        if n + (len(tracks) - k) < best[0]:
+            return  # cannot reach the best count any more
+        ti = tracks[k]
+        for c, di in sorted(options[ti]):
+            if di not in used:
+                used.add(di)
+                chosen.append((ti, di))
+                search(k + 1, used, n + 1, cost + c, chosen)
+                chosen.pop()
+                used.discard(di)
+        search(k + 1, used, n, cost, chosen)
+
+    search(0, set(), 0, 0.0, [])
+    return best[2]
 
 
 def merge_plan(plan: Sequence[np.ndarray | None], fresh: np.ndarray, n_labels: int) -> np.ndarray:
