@@ -35,8 +35,9 @@ faces give offset duplicates whose IoU is below the NMS threshold. The modes (:d
   ``mtcnn`` wheel) runs on the whole photo, and each face it finds that overlaps no BlazeFace
   detection is added (the two miss different faces); ~9x the cost of the BlazeFace passes
   alone (about 0.3 s per 1024x683 photo). Last, *weak pairs*: a BlazeFace face under its
-  threshold (>= 0.2) that an MTCNN face under MTCNN's cut (>= 0.6) confirms is added too
-  (:func:`fuse`; no extra pass: both run at the low threshold and filter).
+  threshold (>= 0.2) that an MTCNN face scoring >= 0.6 (under MTCNN's cut or not) overlaps is
+  added too (:func:`fuse`; no extra pass: the 0.5x tile pass and MTCNN's last stage run at the
+  low thresholds and their own cuts become filters).
 
 ``bench/detection.py`` (``run.py bench-detect``) measures them; README "Face detection" has the
 figures and the rule by which these settings were chosen.
@@ -61,6 +62,10 @@ from core.litert import make_interpreter
 MIN_SCORE = 0.5
 #: IoU above which overlapping detections are merged (weighted NMS, as in MediaPipe).
 NMS_IOU = 0.3
+#: Weak pairs: the first level of each pass (not its coarser pyramid levels) runs at this
+#: threshold, and weighted NMS merges everything above it before the ``weak_score`` cut (as in
+#: the measured grid, README "Face detection").
+WEAK_PASS_SCORE = 0.1
 #: Interpreters kept per thread (one per model and input shape; live frames have one shape).
 MAX_INTERPRETERS = 6
 
@@ -186,8 +191,9 @@ class DetectorMode:
     mtcnn: bool = False
     #: Weak pairs (with ``mtcnn``): a BlazeFace face scoring at least ``weak_score`` (below its
     #: pass's threshold) is also kept when an MTCNN face scoring at least ``mtcnn_weak_score``
-    #: (below MTCNN's own cut) overlaps it and no kept face does: two detectors that miss
-    #: different faces agreeing on one that neither is sure of. None: off.
+    #: (which may be under MTCNN's own cut) overlaps it and no kept face does: two detectors that
+    #: miss different faces agreeing on one. None: off. Coarse pyramid levels keep their own
+    #: threshold.
     weak_score: float | None = None
     mtcnn_weak_score: float | None = None
 
@@ -197,6 +203,10 @@ class DetectorMode:
         if (self.weak_score is None) != (self.mtcnn_weak_score is None) or (
                 self.weak_score is not None and not self.mtcnn):
             raise ValueError("weak pairs need mtcnn, weak_score and mtcnn_weak_score")
+        if self.weak_score is not None and self.mtcnn_weak_score is not None and not (
+                WEAK_PASS_SCORE <= self.weak_score < 1.0 and 0.0 < self.mtcnn_weak_score < 1.0):
+            raise ValueError(f"weak pairs: weak_score must be in [{WEAK_PASS_SCORE}, 1) and "
+                             "mtcnn_weak_score in (0, 1)")
 
     def describe(self) -> str:
         """One line: the passes, e.g. ``full x0.5 tiles 256/64 >=0.3 + short fit >=0.5``."""
@@ -232,9 +242,6 @@ MODES: dict[str, DetectorMode] = {
         "faces both find below their thresholds",
         mtcnn=True, weak_score=0.2, mtcnn_weak_score=0.6),
 }
-#: Weak pairs: the BlazeFace passes run at this threshold and weighted NMS merges everything
-#: above it before the ``weak_score`` cut (as in the measured grid, README "Face detection").
-WEAK_PASS_SCORE = 0.1
 #: The mode of :class:`FaceDetector` and ``core.pipeline.FacePipeline`` when none is given.
 DEFAULT_MODE = "live"
 
@@ -559,7 +566,8 @@ class FaceDetector:
             from core.faces_mtcnn import THRESHOLDS, MtcnnDetector
 
             self._mtcnn_cut = THRESHOLDS[2]
-            onet = min(THRESHOLDS[2], m.mtcnn_weak_score or THRESHOLDS[2])
+            onet = THRESHOLDS[2] if m.mtcnn_weak_score is None else min(THRESHOLDS[2],
+                                                                         m.mtcnn_weak_score)
             self._mtcnn = MtcnnDetector(thresholds=(*THRESHOLDS[:2], onet))
 
     @property
@@ -633,7 +641,8 @@ class FaceDetector:
         parts = []  # (boxes, keypoints, scores, at or above the pass's own threshold)
         for lv in self.mode.levels:
             # Weak pairs: one run per pass at the low threshold; its own cut is a filter.
-            run = replace(lv, min_score=min(lv.min_score, WEAK_PASS_SCORE)) if weak else lv
+            run = replace(lv, min_score=min(lv.min_score, WEAK_PASS_SCORE),
+                          coarse_min_score=lv.coarse_min_score or lv.min_score) if weak else lv
             for octave, low_octave in zip(lv.octaves(w, h), run.octaves(w, h)):
                 b, k, s = self._level(bgr, low_octave)
                 parts.append((b, k, s, s >= octave.min_score))
@@ -643,8 +652,11 @@ class FaceDetector:
         mb, ms = self._mtcnn.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         found = self._detections(mb, np.zeros((len(mb), 0, 2)), ms, w, h)
         low = self._merge([p[:3] for p in parts], w, h) if weak else []
-        return fuse(dets, found, self._mtcnn_cut, low, self.mode.weak_score or 1.0,
-                    self.mode.mtcnn_weak_score or 1.0)
+        if not weak:
+            return fuse(dets, found, self._mtcnn_cut)
+        assert self.mode.weak_score is not None and self.mode.mtcnn_weak_score is not None
+        return fuse(dets, found, self._mtcnn_cut, low, self.mode.weak_score,
+                    self.mode.mtcnn_weak_score)
 
     def _merge(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, h: int
                ) -> list[Detection]:

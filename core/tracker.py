@@ -2,7 +2,8 @@
 
 Each detected face is associated with a track by box overlap and centre distance against the
 track's constant-velocity prediction: within each group of tracks that compete for the same
-detections, the matching with the most matches and then the least total cost (:func:`assign`).
+detections, the matching with the most matches and then the least total cost (:func:`assign`;
+greedy, cheapest pair first, in a group too large to search).
 A track survives ``max_missed`` frames without a detection; ids are never reused within one
 tracker.
 
@@ -335,6 +336,8 @@ def _exact(tracks: list[int], pairs: list[tuple[float, int, int]]) -> list[tuple
     options: dict[int, list[tuple[float, int]]] = {ti: [] for ti in tracks}
     for cost, ti, di in pairs:
         options[ti].append((cost, di))
+    for opts in options.values():
+        opts.sort()
     best: tuple[int, float, list[tuple[int, int]]] = (0, 0.0, [])
 
     def search(k: int, used: set[int], n: int, cost: float, chosen: list[tuple[int, int]]
@@ -347,7 +350,7 @@ def _exact(tracks: list[int], pairs: list[tuple[float, int, int]]) -> list[tuple
         if n + (len(tracks) - k) < best[0]:
             return  # cannot reach the best count any more
         ti = tracks[k]
-        for c, di in sorted(options[ti]):
+        for c, di in options[ti]:
             if di not in used:
                 used.add(di)
                 chosen.append((ti, di))

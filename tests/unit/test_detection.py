@@ -298,7 +298,8 @@ def test_weak_pairs_need_mtcnn_and_both_scores() -> None:
     acc = MODES["accurate"]
     assert acc.weak_score is not None and acc.mtcnn_weak_score is not None
     assert "weak pairs" in acc.describe()
-    for kwargs in ({"mtcnn": False}, {"weak_score": None}, {"mtcnn_weak_score": None}):
+    for kwargs in ({"mtcnn": False}, {"weak_score": None}, {"mtcnn_weak_score": None},
+                   {"weak_score": 0.05}, {"weak_score": 1.0}, {"mtcnn_weak_score": 0.0}):
         with pytest.raises(ValueError, match="weak pairs"):
             replace(acc, **kwargs)
     assert replace(acc, weak_score=None, mtcnn_weak_score=None).weak_score is None
