@@ -506,9 +506,12 @@ def add_unmatched(base: list[Detection], extra: list[Detection], iou: float = NM
     IoU above ``iou``, or a centre inside the other box either way (as
     :func:`centre_suppress`). Largest first."""
     kept = [d for d in base]
+    boxes = [_xyxy(d) for d in base]
     for d in sorted(extra, key=lambda d: -d.score):
-        if not _overlaps(d, kept, iou):
+        b = _xyxy(d)
+        if not _overlaps(b, boxes, iou):
             kept.append(d)
+            boxes.append(b)
     kept.sort(key=lambda d: -d.box[2] * d.box[3])
     return kept
 
@@ -521,18 +524,18 @@ def fuse(blazeface: list[Detection], mtcnn: list[Detection], mtcnn_cut: float,
     at a lower threshold) scoring at least ``weak_score`` that an ``mtcnn`` face scoring at least
     ``mtcnn_weak_score`` overlaps, and no kept face does. Largest first."""
     dets = add_unmatched(blazeface, [d for d in mtcnn if d.score >= mtcnn_cut])
-    confirm = [d for d in mtcnn if d.score >= mtcnn_weak_score]
-    pairs = [d for d in blazeface_low if d.score >= weak_score and _overlaps(d, confirm)]
+    confirm = [_xyxy(d) for d in mtcnn if d.score >= mtcnn_weak_score]
+    pairs = [d for d in blazeface_low
+             if d.score >= weak_score and _overlaps(_xyxy(d), confirm)]
     return add_unmatched(dets, pairs) if pairs else dets
 
 
-def _overlaps(d: Detection, others: list[Detection], iou: float = NMS_IOU) -> bool:
-    """Whether ``d`` overlaps one of ``others``: IoU above ``iou``, or a centre inside the other
-    box either way."""
+def _overlaps(b: np.ndarray, others: list[np.ndarray], iou: float = NMS_IOU) -> bool:
+    """Whether the ``x0, y0, x1, y1`` box ``b`` overlaps one of ``others``: IoU above ``iou``,
+    or a centre inside the other box either way."""
     if not others:
         return False
-    b = _xyxy(d)
-    k = np.array([_xyxy(o) for o in others])
+    k = np.array(others)
     cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     kx, ky = (k[:, 0] + k[:, 2]) / 2, (k[:, 1] + k[:, 3]) / 2
     inside = (k[:, 0] <= cx) & (cx <= k[:, 2]) & (k[:, 1] <= cy) & (cy <= k[:, 3])
@@ -637,12 +640,13 @@ class FaceDetector:
         if h == 0 or w == 0:
             return []
         bgr = np.ascontiguousarray(bgr[:, :, :3])
-        weak = self.mode.weak_score is not None
+        weak, mtcnn_weak = self.mode.weak_score, self.mode.mtcnn_weak_score  # None: no pairs
         parts = []  # (boxes, keypoints, scores, at or above the pass's own threshold)
         for lv in self.mode.levels:
             # Weak pairs: one run per pass at the low threshold; its own cut is a filter.
-            run = replace(lv, min_score=min(lv.min_score, WEAK_PASS_SCORE),
-                          coarse_min_score=lv.coarse_min_score or lv.min_score) if weak else lv
+            run = lv if weak is None else replace(
+                lv, min_score=min(lv.min_score, WEAK_PASS_SCORE),
+                coarse_min_score=lv.coarse_min_score or lv.min_score)
             for octave, low_octave in zip(lv.octaves(w, h), run.octaves(w, h)):
                 b, k, s = self._level(bgr, low_octave)
                 parts.append((b, k, s, s >= octave.min_score))
@@ -651,12 +655,10 @@ class FaceDetector:
             return dets
         mb, ms = self._mtcnn.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         found = self._detections(mb, np.zeros((len(mb), 0, 2)), ms, w, h)
-        low = self._merge([p[:3] for p in parts], w, h) if weak else []
-        if not weak:
+        if weak is None or mtcnn_weak is None:
             return fuse(dets, found, self._mtcnn_cut)
-        assert self.mode.weak_score is not None and self.mode.mtcnn_weak_score is not None
-        return fuse(dets, found, self._mtcnn_cut, low, self.mode.weak_score,
-                    self.mode.mtcnn_weak_score)
+        low = self._merge([p[:3] for p in parts], w, h)
+        return fuse(dets, found, self._mtcnn_cut, low, weak, mtcnn_weak)
 
     def _merge(self, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], w: int, h: int
                ) -> list[Detection]:

@@ -307,7 +307,6 @@ def assign(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
         groups.setdefault(root(("t", p[1])), []).append(p)
     matches: list[tuple[int, int]] = []
     for group in groups.values():
-        tracks = sorted({ti for _, ti, _ in group})
         if len(group) == 1:
             matches.append(group[0][1:])
             continue
@@ -315,7 +314,7 @@ def assign(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:
         if math.prod(d + 1 for d in degree.values()) > MAX_EXACT_SEARCH:
             matches += _greedy(group)
         else:
-            matches += _exact(tracks, group)
+            matches += _exact(sorted(degree), group)
     return matches
 
 
