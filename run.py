@@ -37,7 +37,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="batcher: max wait for more faces (0: take what is queued)")
     p.add_argument("--detect-live-mode", choices=["fast", "live", "accurate"], default="live",
                    help="face detector of live frames (default live: faces from ~40 px at "
-                        "640x480; fast: the old selfie-range detector)")
+                        "640x480, ~30 px within a 12-frame scan cycle; fast: the old "
+                        "selfie-range detector)")
     p.add_argument("--detect-photo-mode", choices=["fast", "live", "accurate"],
                    default="accurate", help="face detector of uploaded photos (default accurate)")
     p.add_argument("--reuse-s", type=float, default=None,
@@ -439,8 +440,9 @@ def add_bench_detect_parser(sub: Any) -> None:
                         "and cost per frame of the detector modes")
     bd.add_argument("--boxes", default=str(DEFAULT_BOXES),
                     help="folder of images + boxes.json (face_boxes_dev format)")
-    bd.add_argument("--modes", default="fast,live,accurate",
+    bd.add_argument("--modes", default="fast,live,live-cycle,accurate",
                     help="comma-separated detector modes or candidates (--list-candidates); "
+                         "live-cycle: a video stream's live scan after one cycle; "
                          "fast (the detector before the issue) is always timed as reference")
     bd.add_argument("--split", default="all", choices=["all", "tune", "check"],
                     help="files: all, tune (even positions by name) or check (odd positions)")

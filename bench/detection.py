@@ -28,13 +28,14 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from core.faces import Detection, DetectorMode, FaceDetector, Level, resolve_mode
+from core.faces import Detection, DetectorMode, FaceDetector, FrameScan, Level, resolve_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOXES = ROOT.parent / "shared" / "data" / "face_boxes_dev"
@@ -104,10 +105,20 @@ def _candidates() -> dict[str, DetectorMode]:
 CANDIDATES: dict[str, DetectorMode] = _candidates()
 
 
+#: Suffix of a mode name for what a video stream's scan finds on a still scene after one cycle.
+CYCLE = "-cycle"
+
+
 def mode_by_name(name: str) -> DetectorMode:
-    """A mode of ``core.faces.MODES`` or a candidate of :data:`CANDIDATES`."""
+    """A mode of ``core.faces.MODES`` or a candidate of :data:`CANDIDATES`; ``live-cycle``: the
+    live mode with its video scan pass as a level (a still scene after one scan cycle)."""
     if name in CANDIDATES:
         return CANDIDATES[name]
+    if name.endswith(CYCLE):
+        mode = resolve_mode(name[: -len(CYCLE)])
+        if mode.scan is None:
+            raise ValueError(f"mode {mode.name!r} has no video scan pass")
+        return mode.with_scan_as_level()
     return resolve_mode(name)
 
 
@@ -305,18 +316,25 @@ def sample_frame(size: tuple[int, int], data: BoxFolder | None = None) -> np.nda
 def frame_costs(detectors: dict[str, FaceDetector], sizes: Sequence[tuple[int, int]],
                 repeats: int = 50, data: BoxFolder | None = None) -> dict[str, dict[str, float]]:
     """Median ms per frame of each detector at each size, measured in one run: for each size,
-    the detectors take turns frame by frame (so load from other work affects them alike).
+    the detectors take turns frame by frame (so load from other work affects them alike). A
+    mode with a video scan pass also gets ``"<mode> window"``: one window of it (in a video,
+    every other frame costs that instead of the whole-frame passes).
     Returns ``{size label: {mode: ms}}``."""
     out: dict[str, dict[str, float]] = {}
     for w, h in sizes:
         frame = sample_frame((w, h), data)
-        times: dict[str, list[float]] = {k: [] for k in detectors}
-        for det in detectors.values():  # warm up: interpreters, caches
-            det.detect(frame)
+        runs: dict[str, Callable[[], object]] = {}
+        for k, det in detectors.items():
+            runs[k] = partial(det.detect, frame)
+            if det.windows(w, h):
+                runs[f"{k} window"] = partial(det.detect_window, frame, 0)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for run in runs.values():  # warm up: interpreters, caches
+            run()
         for _ in range(repeats):
-            for k, det in detectors.items():
+            for k, run in runs.items():
                 t0 = time.perf_counter()
-                det.detect(frame)
+                run()
                 times[k].append((time.perf_counter() - t0) * 1e3)
         out[f"{w}x{h}"] = {k: statistics.median(v) for k, v in times.items()}
     return out
@@ -324,19 +342,21 @@ def frame_costs(detectors: dict[str, FaceDetector], sizes: Sequence[tuple[int, i
 
 def video_faces(detector: FaceDetector, path: Path | str, max_frames: int = 0
                 ) -> dict[str, float]:
-    """Frames read, frames with >= 1 face, mean faces per frame, median ms per frame."""
+    """Frames read, frames with >= 1 face, mean faces per frame, median ms per frame; the
+    frames go through one ``FrameScan``, as a live stream's do."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
     n = with_face = faces = 0
     times = []
+    scan = FrameScan(detector)
     try:
         while not max_frames or n < max_frames:
             ok, frame = cap.read()
             if not ok:
                 break
             t0 = time.perf_counter()
-            k = len(detector.detect(frame))
+            k = len(scan.detect(frame)[0])
             times.append((time.perf_counter() - t0) * 1e3)
             n += 1
             with_face += k > 0
@@ -402,11 +422,14 @@ def quality_table(evals: Sequence[DetectionEval]) -> str:
 
 
 def cost_table(costs: dict[str, dict[str, float]], base: str = "fast") -> str:
-    modes = list(next(iter(costs.values())))
+    modes = list(dict.fromkeys(m for per in costs.values() for m in per))
     rows = []
     for m in modes:
         row: list[Any] = [m]
         for size, per in costs.items():
+            if m not in per:  # a scan window where the mode has no scan at this size
+                row.append("-")
+                continue
             ratio = per[m] / per[base] if base in per and per[base] > 0 else float("nan")
             row.append(f"{per[m]:.2f} ({ratio:.2f}x)")
         rows.append(row)
@@ -425,7 +448,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- command
 
 def run(boxes: str | Path | None = DEFAULT_BOXES,
-        modes: Sequence[str] = ("fast", "live", "accurate"), split: str = "all",
+        modes: Sequence[str] = ("fast", "live", "live-cycle", "accurate"), split: str = "all",
         width: int = 0, sizes: Sequence[tuple[int, int]] = FRAME_SIZES, repeats: int = 50,
         video: str | Path | None = DEFAULT_VIDEO, video_frames: int = 0, grid: bool = False,
         json_path: str | Path | None = None) -> int:
@@ -463,7 +486,7 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         if grid:
             result["grid"] = _grid(data)
     if sizes:
-        timed = dict(detectors)
+        timed = {n: d for n, d in detectors.items() if not n.endswith(CYCLE)}
         timed.setdefault("fast", FaceDetector(mode="fast"))
         print(f"\nDetection cost per frame (median of {repeats}, modes interleaved; "
               f"ratio to fast = the detector before this issue)")
@@ -476,6 +499,8 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         rows = []
         result["video"] = {}
         for n, d in detectors.items():
+            if n.endswith(CYCLE):
+                continue
             v = video_faces(d, video, video_frames)
             result["video"][n] = v
             rows.append([n, v["frames"], v["frames_with_face"], f"{v['mean_faces']:.2f}",

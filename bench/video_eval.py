@@ -58,6 +58,8 @@ class FrameObs:
     t: float
     boxes: list[tuple[int, int, int, int]]
     probs: np.ndarray
+    #: Per box, whether the detector carried it from an earlier frame (empty: none).
+    carried: list[bool] = field(default_factory=list)
 
 
 @dataclass
@@ -123,14 +125,15 @@ def observe(clip: Clip, pipeline: FacePipeline, classifier: Any, fps: float | No
     same decoded frame through the baseline)."""
     frames = []
     base: list[FrameObs] | None = [] if baseline is not None else None
+    scan = pipeline.scanner()  # the detector state of a live stream
     for t, bgr in decode(clip.path, fps):
         if baseline is not None and base is not None:
             bb, bp = baseline(bgr, LABELS)
             base.append(FrameObs(t, [_box(b) for b in bb],
                                  np.asarray(bp, np.float64).reshape(len(bb), len(LABELS))))
-        ff = pipeline.faces(bgr)
+        ff = pipeline.faces(bgr, scan)
         probs = classifier.predict_batch(ff.batch) if ff.boxes else np.zeros((0, len(LABELS)))
-        frames.append(FrameObs(t, list(ff.boxes), np.asarray(probs, np.float64)))
+        frames.append(FrameObs(t, list(ff.boxes), np.asarray(probs, np.float64), ff.carried))
     if not frames:
         raise ClipError(f"{clip.path}: no frames decoded")
     span = frames[-1].t - frames[0].t
@@ -145,11 +148,12 @@ def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0)
     tracker = FaceTracker(LABELS, filter=filt)
     per_frame = []
     for fo in frames:
-        plan = tracker.plan(fo.t, fo.boxes, reuse_s)
+        carried = fo.carried or None
+        plan = tracker.plan(fo.t, fo.boxes, reuse_s, carried)
         need = [i for i, p in enumerate(plan) if p is None]
         probs = merge_plan(plan, fo.probs[need], len(LABELS))
         per_frame.append((fo.t, tracker.describe(fo.t, fo.boxes, probs,
-                                                 [p is None for p in plan]), fo.probs))
+                                                 [p is None for p in plan], carried), fo.probs))
     ids = Counter(face["id"] for _, faces, _ in per_frame for face in faces)
     out = Shown()
     if not ids:
@@ -224,7 +228,8 @@ def joined(a: Observed, b: Observed) -> tuple[list[FrameObs], float]:
     time of the joint."""
     step = 1.0 / a.fps if a.fps else 1.0 / 15.0
     shift = a.frames[-1].t + step
-    return list(a.frames) + [FrameObs(f.t + shift, f.boxes, f.probs) for f in b.frames], shift
+    later = [FrameObs(f.t + shift, f.boxes, f.probs, f.carried) for f in b.frames]
+    return list(a.frames) + later, shift
 
 
 def reaction(obs: Sequence[Observed], pairs: Sequence[tuple[int, int]], filt: FilterConfig,

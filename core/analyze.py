@@ -218,6 +218,7 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     info = probe(src)
     pipeline = pipeline or FacePipeline()
     tracker = FaceTracker(LABELS, filter=filt)
+    scan = pipeline.scanner()
     history: dict[int, _FaceHistory] = defaultdict(_FaceHistory)
     csv_fh = io.TextIOWrapper(out.open(OUTPUT_FILES["csv"]), encoding="utf-8", newline="")
     jsonl_fh = io.TextIOWrapper(out.open(OUTPUT_FILES["jsonl"]), encoding="utf-8")
@@ -227,12 +228,12 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     done, t_last, error = 0, 0.0, None
     try:
         for t, bgr in frames(src, fps):
-            ff = pipeline.faces(bgr)
-            plan = tracker.plan(t, ff.boxes, reuse_s)  # as a live session: see server.session
+            ff = pipeline.faces(bgr, scan)
+            plan = tracker.plan(t, ff.boxes, reuse_s, ff.carried)  # as server.session does
             need = ff.subset([i for i, p in enumerate(plan) if p is None])
             fresh = classifier.predict_batch(need.batch) if need.boxes else need.batch[:0]
             probs = merge_plan(plan, np.asarray(fresh), len(LABELS))
-            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan])
+            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried)
             for f, p in zip(faces, probs):
                 h = history[f["id"]]
                 h.times.append(t)

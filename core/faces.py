@@ -26,7 +26,12 @@ faces give offset duplicates whose IoU is below the NMS threshold. The modes (:d
   to 128x128; big faces near the camera only; ~1 ms per 640x480 frame.
 * ``live``: full-range on the whole frame at 0.3x in one pass (a 640x480 frame is one 192x160
   input), threshold 0.3: faces down to about 40 px in 640x480 at under 2x ``fast``'s cost per
-  frame; larger frames cost more (the input grows with them up to a 640 px long side).
+  frame; larger frames cost more (the input grows with them up to a 640 px long side). In a
+  video (:class:`FrameScan`, one per stream) every other frame runs one *window* of a finer
+  pass instead (full-range on 160x160 tiles of the frame at 0.5x, threshold 0.4; six windows
+  at 640x480), so a frame still costs one pass; a window's faces are kept until it is scanned
+  again and the whole-frame faces until the next whole-frame pass (both *carried*: the tracker
+  moves them along their track). Faces down to about 24-32 px are found within one cycle.
 * ``accurate``: for photos: an image pyramid of full-range passes on 256x256 tiles that
   overlap by 64 px: the image at 0.5x (faces down to about 24 px; threshold 0.3; the scaled
   long side is capped at 2048 px), then 0.25x, 0.125x, ... (threshold 0.5) down to the scale at
@@ -68,6 +73,8 @@ NMS_IOU = 0.3
 WEAK_PASS_SCORE = 0.1
 #: Interpreters kept per thread (one per model and input shape; live frames have one shape).
 MAX_INTERPRETERS = 6
+#: A scan pass runs only where its scale is at least this factor finer than the mode's passes.
+SCAN_FINER = 1.25
 
 
 @dataclass(frozen=True)
@@ -196,10 +203,16 @@ class DetectorMode:
     #: threshold.
     weak_score: float | None = None
     mtcnn_weak_score: float | None = None
+    #: Video only (:class:`FrameScan`): a tiled pass run one tile (*window*) per other frame.
+    #: :meth:`FaceDetector.detect` (one image) ignores it.
+    scan: Level | None = None
 
     def __post_init__(self) -> None:
         if not self.levels:
             raise ValueError("a detector mode needs at least one level")
+        if self.scan is not None and (self.scan.tile is None or self.scan.scale is None
+                                      or self.scan.pyramid):
+            raise ValueError("a scan pass needs a tile size and a scale, and no pyramid")
         if (self.weak_score is None) != (self.mtcnn_weak_score is None) or (
                 self.weak_score is not None and not self.mtcnn):
             raise ValueError("weak pairs need mtcnn, weak_score and mtcnn_weak_score")
@@ -225,7 +238,19 @@ class DetectorMode:
         if self.weak_score is not None:
             parts.append(f"weak pairs (BlazeFace >={self.weak_score:g} confirmed by MTCNN "
                          f">={self.mtcnn_weak_score:g})")
+        if self.scan is not None:
+            lv = self.scan
+            parts.append(f"in video, every other frame one window of {lv.model} x{lv.scale:g} "
+                         f"tiles {lv.tile}/{lv.overlap} >={lv.min_score:g} instead")
         return " + ".join(parts)
+
+    def with_scan_as_level(self) -> DetectorMode:
+        """This mode with its scan pass run whole as one more level: what a video's
+        :class:`FrameScan` finds on a still scene after one cycle (for the benchmarks)."""
+        if self.scan is None:
+            return self
+        return replace(self, name=f"{self.name}-cycle", levels=(*self.levels, self.scan),
+                       scan=None, description=f"{self.description}; after one scan cycle")
 
 
 MODES: dict[str, DetectorMode] = {
@@ -233,7 +258,10 @@ MODES: dict[str, DetectorMode] = {
                          "BlazeFace short-range, whole frame letterboxed to 128x128 (selfies)",
                          centre_suppression=False),
     "live": DetectorMode("live", (Level("full", 0.3, min_score=0.3, max_side=640),),
-                         "BlazeFace full-range, whole frame at 0.3x in one pass"),
+                         "BlazeFace full-range, whole frame at 0.3x in one pass; in video every "
+                         "other frame one 160 px window of the frame at 0.5x instead",
+                         scan=Level("full", 0.5, tile=160, overlap=32, min_score=0.4,
+                                    max_side=640)),
     "accurate": DetectorMode("accurate", (
         Level("full", 0.5, tile=256, overlap=64, min_score=0.3, pyramid=True,
               coarse_min_score=0.5),),
@@ -382,29 +410,35 @@ def _resize(img: np.ndarray, nw: int, nh: int) -> np.ndarray:
     return cv2.resize(img, (nw, nh), interpolation=interp)
 
 
+def _tiles(nw: int, nh: int, tile_h: int, tile_w: int, overlap: int) -> list[tuple[int, int]]:
+    """Tile origins ``(x, y)`` over an ``nw`` x ``nh`` image, row by row."""
+    return [(x, y) for y in _starts(nh, tile_h, overlap) for x in _starts(nw, tile_w, overlap)]
+
+
 def _run_tiles(runner: _Runner, small: np.ndarray, lv: Level, tile_h: int, tile_w: int,
-               overlap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detections of ``runner`` on the tiles of the scaled RGB image ``small``, in its pixels:
-    tiles cut by an inside edge and implausible big faces dropped (see :func:`_inside_tile`,
-    :func:`_plausible`)."""
+               overlap: int, only: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detections of ``runner`` on the tiles of the scaled RGB image ``small`` (or only on
+    tile number ``only``), in its pixels: tiles cut by an inside edge and implausible big faces
+    dropped (see :func:`_inside_tile`, :func:`_plausible`)."""
     nh, nw = small.shape[:2]
     boxes, kps, scores = [], [], []
-    for y in _starts(nh, tile_h, overlap):
-        for x in _starts(nw, tile_w, overlap):
-            piece = small[max(y, 0) : y + tile_h, max(x, 0) : x + tile_w]
-            if piece.shape[:2] != (tile_h, tile_w):  # pad with black
-                top, left = max(-y, 0), max(-x, 0)
-                piece = cv2.copyMakeBorder(piece, top, tile_h - piece.shape[0] - top, left,
-                                           tile_w - piece.shape[1] - left, cv2.BORDER_CONSTANT)
-            b, k, sc = runner(piece, lv.min_score)
-            keep = _plausible(b, sc, lv) & _inside_tile(b, x, y, tile_w, tile_h, nw, nh)
-            b, k, sc = b[keep], k[keep], sc[keep]
-            b[:, [0, 2]] += x
-            b[:, [1, 3]] += y
-            k += (x, y)
-            boxes.append(b)
-            kps.append(k)
-            scores.append(sc)
+    origins = _tiles(nw, nh, tile_h, tile_w, overlap)
+    for x, y in origins if only is None else [origins[only]]:
+        piece = small[max(y, 0) : y + tile_h, max(x, 0) : x + tile_w]
+        if piece.shape[:2] != (tile_h, tile_w):  # pad with black
+            top, left = max(-y, 0), max(-x, 0)
+            piece = cv2.copyMakeBorder(piece, top, tile_h - piece.shape[0] - top, left,
+                                       tile_w - piece.shape[1] - left, cv2.BORDER_CONSTANT)
+        b, k, sc = runner(piece, lv.min_score)
+        keep = _plausible(b, sc, lv) & _inside_tile(b, x, y, tile_w, tile_h, nw, nh)
+        b, k, sc = b[keep], k[keep], sc[keep]
+        b[:, [0, 2]] += x
+        b[:, [1, 3]] += y
+        k += (x, y)
+        boxes.append(b)
+        kps.append(k)
+        scores.append(sc)
     return np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
 
 
@@ -543,6 +577,13 @@ def _overlaps(b: np.ndarray, others: list[np.ndarray], iou: float = NMS_IOU) -> 
     return bool(((_iou(b, k) > iou) | inside | holds).any())
 
 
+def _bgr(img: np.ndarray) -> np.ndarray:
+    """A contiguous 3-channel BGR view of a BGR, BGRA or gray image."""
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
 def _xyxy(d: Detection) -> np.ndarray:
     x, y, w, h = d.box
     return np.array([x, y, x + w, y + h], np.float64)
@@ -609,8 +650,9 @@ class FaceDetector:
                                                   model.name) is not None
         return (h, w) if cache[model.name] else None
 
-    def _level(self, bgr: np.ndarray, lv: Level) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Detections of one pass, in pixels of ``bgr``."""
+    def _level(self, bgr: np.ndarray, lv: Level, only: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detections of one pass (of its tile number ``only`` alone), in pixels of ``bgr``."""
         h, w = bgr.shape[:2]
         model = MODELS[lv.model]
         s = lv.scale_for(w, h)
@@ -628,18 +670,41 @@ class FaceDetector:
             tile_h = tile_w = lv.tile
             overlap = lv.overlap
         runner = self._runner(lv.model, tile_h, tile_w)
-        b, k, sc = _run_tiles(runner, small, lv, tile_h, tile_w, overlap)
+        b, k, sc = _run_tiles(runner, small, lv, tile_h, tile_w, overlap, only)
         sx, sy = w / nw, h / nh
         return _calibrate(b * (sx, sy, sx, sy), model), k * (sx, sy), sc
 
+    def windows(self, w: int, h: int) -> int:
+        """How many windows the mode's scan pass has over a ``w`` x ``h`` frame; 0 (no scan)
+        when its scale is not at least :data:`SCAN_FINER` times the finest other pass's (a
+        small frame is upscaled to the model's input by both; a large one hits the caps)."""
+        lv = self.mode.scan
+        if lv is None or lv.tile is None or w <= 0 or h <= 0:
+            return 0
+        s = lv.scale_for(w, h)
+        if s < SCAN_FINER * max(other.scale_for(w, h) for other in self.mode.levels):
+            return 0
+        return len(_tiles(max(1, round(w * s)), max(1, round(h * s)), lv.tile, lv.tile,
+                          lv.overlap))
+
+    def detect_window(self, bgr: np.ndarray, index: int) -> list[Detection]:
+        """Faces in window ``index`` (< :meth:`windows`) of the mode's scan pass, in pixels
+        of ``bgr``, largest first."""
+        lv = self.mode.scan
+        if lv is None:
+            raise ValueError(f"mode {self.mode.name!r} has no scan pass")
+        bgr = _bgr(bgr)
+        h, w = bgr.shape[:2]
+        if not 0 <= index < self.windows(w, h):
+            raise ValueError(f"window {index} out of range")
+        return self._merge([self._level(bgr, lv, only=index)], w, h)
+
     def detect(self, bgr: np.ndarray) -> list[Detection]:
         """Faces in a BGR (or gray, or BGRA) image, largest first."""
-        if bgr.ndim == 2:
-            bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+        bgr = _bgr(bgr)
         h, w = bgr.shape[:2]
         if h == 0 or w == 0:
             return []
-        bgr = np.ascontiguousarray(bgr[:, :, :3])
         weak, mtcnn_weak = self.mode.weak_score, self.mode.mtcnn_weak_score  # None: no pairs
         parts = []  # (boxes, keypoints, scores, at or above the pass's own threshold)
         for lv in self.mode.levels:
@@ -688,3 +753,47 @@ class FaceDetector:
                                  tuple((float(px), float(py)) for px, py in k)))
         out.sort(key=lambda d: -d.box[2] * d.box[3])
         return out
+
+
+class FrameScan:
+    """The detector of one video stream (one per session; not shared between threads at once).
+
+    With a mode that has a scan pass (``live``), frames alternate: even ones run the mode's
+    passes (:meth:`FaceDetector.detect`), odd ones one window of the scan pass, the next window
+    each time. Each frame's faces are the fresh ones plus the *carried* ones: the last
+    whole-frame faces and each window's faces from when it was last scanned, where no fresh
+    face overlaps them. A frame thus costs one pass, and a still scene's faces after one cycle
+    (twice the window count in frames) are those of the mode with the scan pass as a level
+    (:meth:`DetectorMode.with_scan_as_level`). Without a scan pass every frame is detected
+    whole and nothing is carried. A new frame size starts over."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self.detector = detector
+        self._size: tuple[int, int] | None = None
+        self._frames = 0
+        self._windows = 0
+        self._base: list[Detection] = []
+        self._found: dict[int, list[Detection]] = {}
+
+    def detect(self, bgr: np.ndarray) -> tuple[list[Detection], list[bool]]:
+        """This frame's faces (largest first) and, per face, whether it was carried from an
+        earlier frame (False: detected in this one)."""
+        h, w = bgr.shape[:2]
+        if (w, h) != self._size:
+            self._size, self._frames, self._base, self._found = (w, h), 0, [], {}
+            self._windows = self.detector.windows(w, h)
+        if not self._windows:
+            dets = self.detector.detect(bgr)
+            return dets, [False] * len(dets)
+        if self._frames % 2 == 0:
+            fresh = self._base = self.detector.detect(bgr)
+            carried = [d for found in self._found.values() for d in found]
+        else:
+            k = (self._frames // 2) % self._windows
+            fresh = self._found[k] = self.detector.detect_window(bgr, k)
+            carried = self._base + [d for j, found in self._found.items() if j != k
+                                    for d in found]
+        self._frames += 1
+        dets = add_unmatched(fresh, carried)
+        new = {id(d) for d in fresh}
+        return dets, [id(d) not in new for d in dets]

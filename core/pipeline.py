@@ -8,14 +8,14 @@ Synchronous (the server runs it in executor threads). "No face" has one shape ev
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from core.errors import ImageError
-from core.faces import DEFAULT_MODE, DetectorMode, FaceDetector, resolve_mode
+from core.faces import DEFAULT_MODE, DetectorMode, FaceDetector, FrameScan, resolve_mode
 from core.preprocess import LABELS, crop_face, is_face_crop, preprocess_face, to_batch
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -73,18 +73,21 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 @dataclass
 class FrameFaces:
     """Faces found in one frame: boxes ``[x, y, w, h]`` (the detector's order: largest first)
-    and the classifier's input batch, one row per box."""
+    and the classifier's input batch, one row per box; ``carried``: per box, whether a video's
+    detector kept it from an earlier frame (``core.faces.FrameScan``; empty: none was)."""
 
     width: int
     height: int
     boxes: list[tuple[int, int, int, int]]
     batch: np.ndarray
+    carried: list[bool] = field(default_factory=list)
 
     def subset(self, rows: Sequence[int]) -> FrameFaces:
         """The same frame with only the faces ``rows`` (in that order)."""
         idx = list(rows)
         return FrameFaces(self.width, self.height, [self.boxes[i] for i in idx],
-                          self.batch[idx] if idx else self.batch[:0])
+                          self.batch[idx] if idx else self.batch[:0],
+                          [self.carried[i] for i in idx] if self.carried else [])
 
 
 def face_dict(face_id: int | None, box: Sequence[int], probs: np.ndarray,
@@ -143,12 +146,22 @@ class FacePipeline:
             self._detector = FaceDetector(mode=self._mode)
         return self._detector
 
-    def faces(self, image: np.ndarray) -> FrameFaces:
-        """Detect every face in ``image`` (BGR, BGRA or gray) and preprocess each crop."""
+    def scanner(self) -> FrameScan:
+        """The detector state of one video stream (see ``core.faces.FrameScan``)."""
+        return FrameScan(self.detector)
+
+    def faces(self, image: np.ndarray, scan: FrameScan | None = None) -> FrameFaces:
+        """Detect every face in ``image`` (BGR, BGRA or gray) and preprocess each crop; a
+        frame of a video goes through its stream's ``scan`` (see :meth:`scanner`)."""
         bgr = to_bgr(image)
         h, w = bgr.shape[:2]
-        boxes = [d.box for d in self.detector.detect(bgr)]
-        return FrameFaces(w, h, boxes, to_batch([crop_face(bgr, b) for b in boxes]))
+        carried: list[bool] = []
+        if scan is None:
+            dets = self.detector.detect(bgr)
+        else:
+            dets, carried = scan.detect(bgr)
+        boxes = [d.box for d in dets]
+        return FrameFaces(w, h, boxes, to_batch([crop_face(bgr, b) for b in boxes]), carried)
 
     def faces_for_image(self, img: np.ndarray, detect: str = "auto") -> FrameFaces:
         """Like :meth:`faces`, but a small image (a face crop already) is taken whole unless

@@ -5,7 +5,9 @@ track's constant-velocity prediction: within each group of tracks that compete f
 detections, the matching with the most matches and then the least total cost (:func:`assign`;
 greedy, cheapest pair first, in a group too large to search).
 A track survives ``max_missed`` frames without a detection; ids are never reused within one
-tracker.
+tracker. A *carried* detection (one the detector kept from an earlier frame, see
+``core.faces.FrameScan``) keeps its track alive and shows it where its motion predicts, without
+moving the track's state; its last probabilities are reused.
 
 Every track filters its class probabilities over time with a ``core.temporal`` filter (by
 default the HMM forward filter, whose parameters are per second, so it behaves the same at any
@@ -157,31 +159,35 @@ class FaceTracker:
         with self._lock:
             return [tr.id for tr in self._tracks]
 
-    def plan(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float
-             ) -> list[np.ndarray | None]:
+    def plan(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float,
+             carried: Sequence[bool] | None = None) -> list[np.ndarray | None]:
         """Which faces of this frame need the classifier: per box, None (classify it: a new
         face, or one last classified ``reuse_s`` seconds ago or more), or the face's last
-        probabilities to reuse. Changes nothing; :meth:`update` with the same ``t`` and
-        ``boxes`` then makes the same matches."""
+        probabilities to reuse (always for a ``carried`` box of a track: its crop is old).
+        Changes nothing; :meth:`update` with the same ``t`` and ``boxes`` then makes the same
+        matches."""
         dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
         out: list[np.ndarray | None] = [None] * len(dets)
-        if reuse_s <= 0:
+        if reuse_s <= 0 and not (carried and any(carried)):
             return out
         with self._lock:
             if self._last_t is not None and t <= self._last_t:
                 t = self._last_t + NOMINAL_DT
             for ti, di in self._associate(t, dets):
                 tr = self._tracks[ti]
-                if t - tr.raw_t < reuse_s - 1e-6:
+                if (carried is not None and carried[di]) or t - tr.raw_t < reuse_s - 1e-6:
                     out[di] = tr.raw.copy()
         return out
 
     def update(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
-               fresh: Sequence[bool] | None = None) -> list[TrackedFace]:
+               fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None
+               ) -> list[TrackedFace]:
         """Associate this frame's ``boxes`` with tracks; one :class:`TrackedFace` per box, in
         the same order. ``probs`` is ``(len(boxes), len(labels))``; ``t`` is in seconds;
         ``fresh`` says which rows the classifier just gave (default all; the others are
-        probabilities :meth:`plan` said to reuse)."""
+        probabilities :meth:`plan` said to reuse); ``carried`` which boxes the detector kept
+        from an earlier frame (default none): a carried box matched to a track keeps it alive
+        and is reported at the track's predicted place; the track itself is left as it was."""
         n = len(boxes)
         if n == 0:
             p = np.zeros((0, len(self.labels)))  # probs may be anything empty (or None)
@@ -200,10 +206,13 @@ class FaceTracker:
             matched = set()
             for ti, di in matches:
                 tr = self._tracks[ti]
+                matched.add(ti)
+                if carried is not None and carried[di]:
+                    out[di] = self._face(tr, self._predicted(tr, t))
+                    continue
                 self._correct(tr, t, dets[di], p[di])
                 if fresh is None or fresh[di]:
                     tr.raw, tr.raw_t = p[di].copy(), t
-                matched.add(ti)
                 out[di] = self._face(tr, dets[di])
             survivors = []
             for ti, tr in enumerate(self._tracks):
@@ -222,11 +231,12 @@ class FaceTracker:
         return out  # type: ignore[return-value]
 
     def describe(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
-                 fresh: Sequence[bool] | None = None) -> list[dict]:
+                 fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None
+                 ) -> list[dict]:
         """:meth:`update`, then the face objects of the result message (``id``, ``box``, the
         filtered ``label``/``score``/``uncertain``, this frame's ``scores``): what a live
         session sends, and what the offline evaluations read."""
-        tracked = self.update(t, boxes, probs, fresh)
+        tracked = self.update(t, boxes, probs, fresh, carried)
         return [face_dict(tf.id, tf.box, p, tf.label, tf.score, tf.uncertain)
                 for tf, p in zip(tracked, probs)]
 
@@ -277,6 +287,12 @@ class FaceTracker:
         tr.t = t
         tr.missed = 0
         tr.hits += 1
+
+    @staticmethod
+    def _predicted(tr: _Track, t: float) -> Box:
+        cx, cy = tr.predict(t)
+        return (int(round(cx - tr.w / 2.0)), int(round(cy - tr.h / 2.0)), int(round(tr.w)),
+                int(round(tr.h)))
 
     def _face(self, tr: _Track, box: Box) -> TrackedFace:
         k = tr.filter.label

@@ -47,7 +47,8 @@ class ServerConfig:
     #: Threads for frame decoding + face detection (0: one per core).
     detect_workers: int = 0
     #: Face detector mode (``core.faces.MODES``) of live frames: ``live`` (faces down to about
-    #: 40 px in 640x480, ~2x ``fast``'s cost), ``fast`` (big faces near the camera only) or
+    #: 40 px in 640x480 in every frame and ~30 px within a scan cycle, ~2x ``fast``'s cost per
+    #: frame), ``fast`` (big faces near the camera only) or
     #: ``accurate``.
     detect_live_mode: str = "live"
     #: Face detector mode of uploaded photos (``POST /api/predict``): ``accurate`` (faces down

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core.faces import FrameScan
 from core.pipeline import FacePipeline, FrameFaces, decode_image, face_results
 from core.preprocess import LABELS
 from core.runtimes import Classifier
@@ -83,13 +84,20 @@ class Engine:
         for pool in self._pools:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
-    def _faces(self, to_bgr: Callable[[Any], np.ndarray], frame: Any) -> FrameFaces:
-        return self.pipeline.faces(to_bgr(frame))
+    def _faces(self, to_bgr: Callable[[Any], np.ndarray], frame: Any,
+               scan: FrameScan | None) -> FrameFaces:
+        return self.pipeline.faces(to_bgr(frame), scan)
 
-    async def detect(self, to_bgr: Callable[[Any], np.ndarray], frame: Any) -> FrameFaces:
-        """Convert ``frame`` with ``to_bgr`` and find its faces, in the detection pool."""
+    def scanner(self) -> FrameScan:
+        """A live stream's detector state (one per session; see ``core.faces.FrameScan``)."""
+        return self.pipeline.scanner()
+
+    async def detect(self, to_bgr: Callable[[Any], np.ndarray], frame: Any,
+                     scan: FrameScan | None = None) -> FrameFaces:
+        """Convert ``frame`` with ``to_bgr`` and find its faces (through the stream's ``scan``),
+        in the detection pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._faces, to_bgr, frame)
+        return await loop.run_in_executor(self.executor, self._faces, to_bgr, frame, scan)
 
     async def classify(self, ff: FrameFaces) -> np.ndarray:
         """Class probabilities ``(faces, 7)`` of ``ff``'s faces, batched with other callers

@@ -36,6 +36,7 @@ class FrameSession:
         self.transport = transport
         self.sinks: list[Sink] = []
         self.tracker = FaceTracker(LABELS)
+        self.scan = engine.scanner()
         self.timeline = Timeline(LABELS)
         self.frames_received = 0
         self.frames_processed = 0
@@ -88,17 +89,18 @@ class FrameSession:
 
     async def process(self, frame: Any, no: int, arrived: float) -> dict:
         """Detect, classify (batched with other sessions), track, and build the message."""
-        ff = await self.engine.detect(self.to_bgr, frame)
+        ff = await self.engine.detect(self.to_bgr, frame, self.scan)
         t = time.monotonic()
         # New faces, and tracked ones whose last classification is older than the reuse age, go to
         # the classifier; the others reuse their last probabilities (core.tracker.plan). The
         # age grows when the server drops frames (server.adapt).
-        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse.value(t))
+        # A face the detector carried from an earlier frame always reuses (its crop is old).
+        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse.value(t), ff.carried)
         need = [i for i, p in enumerate(plan) if p is None]
         fresh = await self.engine.classify(ff.subset(need))
         probs = merge_plan(plan, fresh, len(LABELS))
         self.engine.metrics.faces_reused.inc(len(plan) - len(need))
-        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan])
+        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried)
         now = time.time()
         for face, p in zip(faces, probs):
             self.timeline.add(now, face["id"], p)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from pathlib import Path
 
 import aiohttp
@@ -125,8 +126,15 @@ async def test_edge_streams_and_survives_a_replica_death(ray_tier, aiohttp_serve
         metrics = await (await http.get(url + "/metrics")).text()
         count = re.search(r"^facedapps_inference_errors_total (\S+)$", metrics, re.M)
         assert count and float(count.group(1)) >= 1
-        health = await (await http.get(url + "/healthz")).json()
-        assert health["replicas"] == 1 and health["tier"]["status"] == "RUNNING"
+        # /healthz catches up too (its tier probe is cached for 2 s, and under load Serve's
+        # controller may report the new replica a little after it first answers).
+        deadline = time.monotonic() + 30
+        while True:
+            health = await (await http.get(url + "/healthz")).json()
+            if health["replicas"] == 1 and health["tier"]["status"] == "RUNNING":
+                break
+            assert time.monotonic() < deadline, f"/healthz after the replacement: {health}"
+            await asyncio.sleep(0.5)
         await c.close()
         await wait_for(lambda: not app[REGISTRY].sessions, 10, what="session removal")
 

@@ -17,6 +17,7 @@ from core.faces import (
     MODES,
     DetectorMode,
     FaceDetector,
+    FrameScan,
     Level,
     _full_range_bytes,
     _Runner,
@@ -141,6 +142,69 @@ def test_thirty_faces_at_several_sizes(detectors):
         assert set(f) == {"box", "label", "score", "scores"}
         x, y, w, h = f["box"]
         assert 0 <= x and 0 <= y and x + w <= 1920 and y + h <= 1080
+
+
+# --------------------------------------------------------------------------- video scan
+
+def test_scan_windows_by_frame_size(detectors):
+    """live's scan pass (0.5x, 160 px windows, capped at a 640 px long side) runs where it is
+    finer than the 0.3x whole-frame pass: not on small frames (both fit the model's input)
+    nor at 1080p (both hit their caps); fast and accurate have none."""
+    live = detectors["live"]
+    assert [live.windows(w, h) for w, h in ((640, 480), (640, 360), (1280, 720))] == [6, 6, 15]
+    assert live.windows(1920, 1080) == live.windows(320, 240) == live.windows(0, 0) == 0
+    assert detectors["fast"].windows(640, 480) == detectors["accurate"].windows(640, 480) == 0
+    with pytest.raises(ValueError, match="window"):
+        live.detect_window(np.zeros((480, 640, 3), np.uint8), 6)
+    with pytest.raises(ValueError, match="scan"):
+        DetectorMode("x", MODES["live"].levels, scan=Level("full", 0.5))
+
+
+def test_video_scan_finds_small_faces_the_whole_frame_pass_misses(detectors):
+    """Twelve 40 px fixture faces at 640x480: the whole-frame pass finds none (measured 0); a
+    stream's FrameScan finds them window by window (measured 5 within one 12-frame cycle) and
+    keeps reporting each one found (carried) on the frames in between, nothing off a face; a
+    still scene's cycle finds what the mode with the scan as a level finds."""
+    live = detectors["live"]
+    img, boxes = face_grid([40] * 12, 640, 480, cols=4)
+    assert found(live.detect(img), boxes) == 0
+    scan = FrameScan(live)
+    counts = []
+    for k in range(2 * live.windows(640, 480)):
+        dets, carried = scan.detect(img)
+        assert len(carried) == len(dets) and found(dets, boxes) == len(dets)
+        counts.append(len(dets))
+        if k % 2 == 0:  # a whole-frame frame: every face of the windows is carried
+            assert all(carried)
+    assert counts == sorted(counts) and counts[-1] >= 4, counts
+    cycle = FaceDetector(mode=MODES["live"].with_scan_as_level())
+    assert len(cycle.detect(img)) == counts[-1]
+    assert "every other frame one window" in MODES["live"].describe()
+
+
+def test_video_scan_keeps_the_selfie_face_on_every_frame(detectors):
+    """One big face: fresh from the whole-frame pass on even frames, on every frame exactly
+    once; a new frame size starts the scan over; fast has no scan (never carried)."""
+    img, _ = face_frame(0, 200, 120, 240, size=(640, 480))
+    scan = FrameScan(detectors["live"])
+    for k in range(8):
+        dets, carried = scan.detect(img)
+        assert len(dets) == 1, k
+        if k % 2 == 0:
+            assert carried == [False]
+    small = np.ascontiguousarray(img[:360])
+    assert scan.detect(small)[1] == [False]  # restarted: a whole-frame frame
+    fast = FrameScan(detectors["fast"])
+    assert all(fast.detect(img)[1] == [False] for _ in range(3))
+
+
+def test_video_scan_gives_no_face_on_non_face_images(detectors):
+    scan_frames = 2 * detectors["live"].windows(640, 480)
+    for seed in range(3):
+        for name, img in non_face_images(640, 480, seed=seed).items():
+            scan = FrameScan(detectors["live"])
+            for _ in range(scan_frames):
+                assert scan.detect(img)[0] == [], (seed, name)
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])

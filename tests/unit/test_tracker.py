@@ -99,6 +99,33 @@ def test_face_missing_longer_than_max_missed_gets_a_new_id():
     assert face.id != first and face.id > first
 
 
+def test_a_carried_box_shows_the_track_where_its_motion_predicts_and_keeps_it_alive():
+    """A box the detector carried from an earlier frame (core.faces.FrameScan): matched to its
+    track, reported at the predicted place, not counted as missed, and the track's own state
+    (position, velocity) untouched, so the next real detection continues the motion."""
+    tr = FaceTracker(LABELS, max_missed=1)
+    for k in range(6):  # 5 px per frame to the right
+        (face,) = step(tr, k, [box_at(100 + 5 * k, 200)])
+    first, stale = face.id, face.box
+    for k in range(6, 12):  # 6 carried frames > max_missed: the same old box each time
+        (face,) = tr.update(k / FPS, [stale], probs_for(1), carried=[True])
+        assert face.id == first
+        assert face.box == box_at(100 + 5 * k, 200), k  # where the motion predicts it
+    assert tr.active_ids == [first]
+    (face,) = step(tr, 12, [box_at(100 + 5 * 12, 200)])
+    assert face.id == first and face.box == box_at(160, 200)
+
+
+def test_a_carried_box_reuses_its_tracks_probabilities_and_a_new_one_is_classified():
+    tr = FaceTracker(LABELS)
+    tr.update(0.0, [box_at(100, 200)], np.array([onehot(HAPPY)]))
+    boxes = [box_at(100, 200), box_at(400, 200)]
+    plan = tr.plan(1 / FPS, boxes, reuse_s=0.0, carried=[True, True])
+    assert plan[0] is not None and np.argmax(plan[0]) == HAPPY  # its old crop: reuse
+    assert plan[1] is None  # no track yet: classified even though carried
+    assert tr.plan(1 / FPS, boxes, reuse_s=0.0) == [None, None]
+
+
 def test_new_face_gets_a_new_id_and_ids_are_never_reused():
     tr = FaceTracker(LABELS, max_missed=2)
     seen: list[int] = []
