@@ -148,12 +148,17 @@ def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0)
     tracker = FaceTracker(LABELS, filter=filt)
     per_frame = []
     for fo in frames:
-        carried = fo.carried or None
-        plan = tracker.plan(fo.t, fo.boxes, reuse_s, carried)
+        boxes, frame_probs, carried = fo.boxes, fo.probs, fo.carried or None
+        if carried:  # as server.session: carried faces only where they continue a track
+            keep = tracker.continuing(fo.t, boxes, carried)
+            boxes, frame_probs = [boxes[i] for i in keep], frame_probs[keep]
+            carried = [carried[i] for i in keep]
+        plan = tracker.plan(fo.t, boxes, reuse_s, carried)
         need = [i for i, p in enumerate(plan) if p is None]
-        probs = merge_plan(plan, fo.probs[need], len(LABELS))
-        per_frame.append((fo.t, tracker.describe(fo.t, fo.boxes, probs,
-                                                 [p is None for p in plan], carried), fo.probs))
+        probs = merge_plan(plan, frame_probs[need], len(LABELS))
+        per_frame.append((fo.t, tracker.describe(fo.t, boxes, probs,
+                                                 [p is None for p in plan], carried),
+                          frame_probs))
     ids = Counter(face["id"] for _, faces, _ in per_frame for face in faces)
     out = Shown()
     if not ids:

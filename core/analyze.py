@@ -229,11 +229,14 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     try:
         for t, bgr in frames(src, fps):
             ff = pipeline.faces(bgr, scan)
+            if ff.carried:  # as server.session: carried faces only where they continue a track
+                ff = ff.subset(tracker.continuing(t, ff.boxes, ff.carried))
             plan = tracker.plan(t, ff.boxes, reuse_s, ff.carried)  # as server.session does
             need = ff.subset([i for i, p in enumerate(plan) if p is None])
             fresh = classifier.predict_batch(need.batch) if need.boxes else need.batch[:0]
             probs = merge_plan(plan, np.asarray(fresh), len(LABELS))
-            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried)
+            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried,
+                                     (ff.width, ff.height))
             for f, p in zip(faces, probs):
                 h = history[f["id"]]
                 h.times.append(t)

@@ -71,7 +71,8 @@ NMS_IOU = 0.3
 #: threshold, and weighted NMS merges everything above it before the ``weak_score`` cut (as in
 #: the measured grid, README "Face detection").
 WEAK_PASS_SCORE = 0.1
-#: Interpreters kept per thread (one per model and input shape; live frames have one shape).
+#: Interpreters kept per thread (one per model and input shape; a live stream has two: the
+#: whole frame and its scan window).
 MAX_INTERPRETERS = 6
 #: A scan pass runs only where its scale is at least this factor finer than the mode's passes.
 SCAN_FINER = 1.25
@@ -598,10 +599,11 @@ class FaceDetector:
         """``min_score`` overrides every pass's threshold (None: the mode's own)."""
         m = resolve_mode(mode)
         if min_score is not None:
-            m = replace(m, levels=tuple(replace(lv, min_score=min_score) for lv in m.levels))
+            m = replace(m, levels=tuple(replace(lv, min_score=min_score) for lv in m.levels),
+                        scan=m.scan and replace(m.scan, min_score=min_score))
         self.mode = m
         self.threads = threads
-        for lv in m.levels:  # fail at construction if a model file is missing
+        for lv in (*m.levels, *([m.scan] if m.scan else [])):  # fail now if a model is missing
             model_path(lv.model)
         self._local = threading.local()
         self._mtcnn = None

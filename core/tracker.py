@@ -6,8 +6,10 @@ detections, the matching with the most matches and then the least total cost (:f
 greedy, cheapest pair first, in a group too large to search).
 A track survives ``max_missed`` frames without a detection; ids are never reused within one
 tracker. A *carried* detection (one the detector kept from an earlier frame, see
-``core.faces.FrameScan``) keeps its track alive and shows it where its motion predicts, without
-moving the track's state; its last probabilities are reused.
+``core.faces.FrameScan``) is matched only to a track that no fresh detection of the frame
+continues; it keeps that track alive and shows it where its motion predicts, without moving
+the track's state, and its last probabilities are reused. A carried detection that continues
+no track is dropped (:meth:`FaceTracker.continuing`): it starts no track.
 
 Every track filters its class probabilities over time with a ``core.temporal`` filter (by
 default the HMM forward filter, whose parameters are per second, so it behaves the same at any
@@ -167,27 +169,45 @@ class FaceTracker:
         Changes nothing; :meth:`update` with the same ``t`` and ``boxes`` then makes the same
         matches."""
         dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+        carried = _flags(carried, len(dets))
         out: list[np.ndarray | None] = [None] * len(dets)
-        if reuse_s <= 0 and not (carried and any(carried)):
+        if reuse_s <= 0 and carried is None:
             return out
         with self._lock:
             if self._last_t is not None and t <= self._last_t:
                 t = self._last_t + NOMINAL_DT
-            for ti, di in self._associate(t, dets):
+            for ti, di in self._associate(t, dets, carried):
                 tr = self._tracks[ti]
                 if (carried is not None and carried[di]) or t - tr.raw_t < reuse_s - 1e-6:
                     out[di] = tr.raw.copy()
         return out
 
+    def continuing(self, t: float, boxes: Sequence[Sequence[int]],
+                   carried: Sequence[bool] | None = None) -> list[int]:
+        """Indices of the boxes to show: every fresh one, and each ``carried`` one that
+        continues a track no fresh box continues (a carried box of a face that moved away, or
+        whose track ended, would start a track where no face is). Changes nothing."""
+        carried = _flags(carried, len(boxes))
+        if carried is None:
+            return list(range(len(boxes)))
+        dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+        with self._lock:
+            if self._last_t is not None and t <= self._last_t:
+                t = self._last_t + NOMINAL_DT
+            matched = {di for _, di in self._associate(t, dets, carried)}
+        return [i for i in range(len(dets)) if not carried[i] or i in matched]
+
     def update(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
-               fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None
-               ) -> list[TrackedFace]:
+               fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None,
+               frame_size: tuple[int, int] | None = None) -> list[TrackedFace]:
         """Associate this frame's ``boxes`` with tracks; one :class:`TrackedFace` per box, in
         the same order. ``probs`` is ``(len(boxes), len(labels))``; ``t`` is in seconds;
         ``fresh`` says which rows the classifier just gave (default all; the others are
         probabilities :meth:`plan` said to reuse); ``carried`` which boxes the detector kept
         from an earlier frame (default none): a carried box matched to a track keeps it alive
-        and is reported at the track's predicted place; the track itself is left as it was."""
+        and is reported at the track's predicted place (inside ``frame_size`` ``(w, h)`` when
+        given); the track itself is left as it was. Pass only :meth:`continuing` boxes: a
+        carried box that continues no track starts one like a fresh box."""
         n = len(boxes)
         if n == 0:
             p = np.zeros((0, len(self.labels)))  # probs may be anything empty (or None)
@@ -199,16 +219,17 @@ class FaceTracker:
         for b in boxes:
             x, y, w, h = b
             dets.append((int(x), int(y), int(w), int(h)))
+        carried = _flags(carried, n)
         with self._lock:
             t = self._clock(float(t))
-            matches = self._associate(t, dets)
+            matches = self._associate(t, dets, carried)
             out: list[TrackedFace | None] = [None] * n
             matched = set()
             for ti, di in matches:
                 tr = self._tracks[ti]
                 matched.add(ti)
                 if carried is not None and carried[di]:
-                    out[di] = self._face(tr, self._predicted(tr, t))
+                    out[di] = self._face(tr, self._predicted(tr, t, frame_size))
                     continue
                 self._correct(tr, t, dets[di], p[di])
                 if fresh is None or fresh[di]:
@@ -231,12 +252,12 @@ class FaceTracker:
         return out  # type: ignore[return-value]
 
     def describe(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
-                 fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None
-                 ) -> list[dict]:
+                 fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None,
+                 frame_size: tuple[int, int] | None = None) -> list[dict]:
         """:meth:`update`, then the face objects of the result message (``id``, ``box``, the
         filtered ``label``/``score``/``uncertain``, this frame's ``scores``): what a live
         session sends, and what the offline evaluations read."""
-        tracked = self.update(t, boxes, probs, fresh, carried)
+        tracked = self.update(t, boxes, probs, fresh, carried, frame_size)
         return [face_dict(tf.id, tf.box, p, tf.label, tf.score, tf.uncertain)
                 for tf, p in zip(tracked, probs)]
 
@@ -250,17 +271,32 @@ class FaceTracker:
         self._last_t = t
         return t
 
-    def _associate(self, t: float, dets: list[Box]) -> list[tuple[int, int]]:
-        if not self._tracks or not dets:
+    def _associate(self, t: float, dets: list[Box], carried: Sequence[bool] | None = None
+                   ) -> list[tuple[int, int]]:
+        """Matches ``(track, detection)``: the fresh detections first, then the carried ones
+        with the tracks still unmatched."""
+        if carried is None:
+            return self._match(t, dets, range(len(dets)), range(len(self._tracks)))
+        fresh = [i for i in range(len(dets)) if not carried[i]]
+        first = self._match(t, dets, fresh, range(len(self._tracks)))
+        taken = {ti for ti, _ in first}
+        rest = [ti for ti in range(len(self._tracks)) if ti not in taken]
+        return first + self._match(t, dets, [i for i in range(len(dets)) if carried[i]], rest)
+
+    def _match(self, t: float, dets: list[Box], det_idx: Sequence[int],
+               track_idx: Sequence[int]) -> list[tuple[int, int]]:
+        if not track_idx or not det_idx:
             return []
         pairs = []
-        for ti, tr in enumerate(self._tracks):
+        for ti in track_idx:
+            tr = self._tracks[ti]
             pcx, pcy = tr.predict(t)
             px, py = pcx - tr.w / 2.0, pcy - tr.h / 2.0
             size = math.sqrt(tr.w * tr.h)
             area = tr.w * tr.h
             gate = CENTER_GATE + CENTER_GATE_PER_MISS * tr.missed
-            for di, (x, y, w, h) in enumerate(dets):
+            for di in det_idx:
+                x, y, w, h = dets[di]
                 w, h = max(w, 1), max(h, 1)
                 ratio = (w * h) / area
                 if ratio > MAX_AREA_RATIO or ratio < 1.0 / MAX_AREA_RATIO:
@@ -289,15 +325,29 @@ class FaceTracker:
         tr.hits += 1
 
     @staticmethod
-    def _predicted(tr: _Track, t: float) -> Box:
+    def _predicted(tr: _Track, t: float, frame_size: tuple[int, int] | None) -> Box:
+        """The track's box where its motion predicts it at ``t`` (kept inside the frame)."""
         cx, cy = tr.predict(t)
-        return (int(round(cx - tr.w / 2.0)), int(round(cy - tr.h / 2.0)), int(round(tr.w)),
-                int(round(tr.h)))
+        w, h = int(round(tr.w)), int(round(tr.h))
+        x, y = int(round(cx - tr.w / 2.0)), int(round(cy - tr.h / 2.0))
+        if frame_size is not None:
+            fw, fh = frame_size
+            x, y = min(max(x, 0), max(fw - w, 0)), min(max(y, 0), max(fh - h, 0))
+        return (x, y, w, h)
 
     def _face(self, tr: _Track, box: Box) -> TrackedFace:
         k = tr.filter.label
         return TrackedFace(id=tr.id, box=box, label=self.labels[k],
                            score=float(tr.smoothed[k]), smoothed=tr.smoothed.copy())
+
+
+def _flags(carried: Sequence[bool] | None, n: int) -> Sequence[bool] | None:
+    """``carried`` checked against ``n`` boxes; None when no box is carried."""
+    if not carried or not any(carried):
+        return None
+    if len(carried) != n:
+        raise ValueError(f"carried must have one flag per box ({n}), not {len(carried)}")
+    return carried
 
 
 def assign(pairs: list[tuple[float, int, int]]) -> list[tuple[int, int]]:

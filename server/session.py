@@ -91,6 +91,8 @@ class FrameSession:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame, self.scan)
         t = time.monotonic()
+        if ff.carried:  # faces kept from earlier frames show only where they continue a track
+            ff = ff.subset(self.tracker.continuing(t, ff.boxes, ff.carried))
         # New faces, and tracked ones whose last classification is older than the reuse age, go to
         # the classifier; the others reuse their last probabilities (core.tracker.plan). The
         # age grows when the server drops frames (server.adapt).
@@ -100,7 +102,8 @@ class FrameSession:
         fresh = await self.engine.classify(ff.subset(need))
         probs = merge_plan(plan, fresh, len(LABELS))
         self.engine.metrics.faces_reused.inc(len(plan) - len(need))
-        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried)
+        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried,
+                                      (ff.width, ff.height))
         now = time.time()
         for face, p in zip(faces, probs):
             self.timeline.add(now, face["id"], p)

@@ -126,6 +126,41 @@ def test_a_carried_box_reuses_its_tracks_probabilities_and_a_new_one_is_classifi
     assert tr.plan(1 / FPS, boxes, reuse_s=0.0) == [None, None]
 
 
+def test_a_stale_carried_box_beside_the_fresh_one_starts_no_track():
+    """A face that moved since a window last saw it: the fresh box continues its track (fresh
+    boxes are matched first, even when the carried one is nearer the prediction), and the old
+    carried box, which continues no track, is dropped by ``continuing`` instead of starting a
+    track where no face is; a carried box of a face that is gone is dropped too."""
+    tr = FaceTracker(LABELS)
+    for k in range(6):
+        (face,) = step(tr, k, [box_at(100 + 5 * k, 200, 40)])
+    first = face.id
+    for k in range(6, 30):
+        fresh, stale = box_at(100 + 5 * k, 200, 40), box_at(100 + 5 * k - 45, 200, 40)
+        boxes, carried = [stale, fresh], [True, False]
+        keep = tr.continuing(k / FPS, boxes, carried)
+        assert keep == [1], k
+        (face,) = tr.update(k / FPS, [boxes[i] for i in keep], probs_for(1),
+                            carried=[carried[i] for i in keep])
+        assert face.id == first and face.box == fresh
+    # both carried (a cycle's in-between frame): the nearer continues the track, not the other
+    near, far = box_at(100 + 5 * 30, 200, 40), box_at(400, 200, 40)
+    assert tr.continuing(30 / FPS, [far, near], [True, True]) == [1]
+    assert tr.continuing(30 / FPS, [far], []) == [0]  # nothing carried: all kept
+    with pytest.raises(ValueError, match="one flag per box"):
+        tr.continuing(30 / FPS, [far, near], [True])
+
+
+def test_a_carried_box_is_shown_inside_the_frame():
+    tr = FaceTracker(LABELS)
+    for k in range(5):  # leaving on the left, 20 px per frame
+        step(tr, k, [box_at(100 - 20 * k, 200)])
+    (face,) = tr.update(5 / FPS, [box_at(20, 200)], probs_for(1), carried=[True],
+                        frame_size=(640, 480))  # predicted at x = -50
+    assert face.id == 1 and face.box == (0, 150, 100, 100)
+    assert tr.update(6 / FPS, [], probs_for(0), carried=[]) == []  # empty flags: none carried
+
+
 def test_new_face_gets_a_new_id_and_ids_are_never_reused():
     tr = FaceTracker(LABELS, max_missed=2)
     seen: list[int] = []
