@@ -765,8 +765,8 @@ class FrameScan:
     each time. Each frame's faces are the fresh ones plus the *carried* ones: the last
     whole-frame faces and each window's faces from when it was last scanned, where no fresh
     face overlaps them. A frame thus costs one pass, and a still scene's faces after one cycle
-    (twice the window count in frames) are those of the mode with the scan pass as a level
-    (:meth:`DetectorMode.with_scan_as_level`). Without a scan pass every frame is detected
+    (twice the window count in frames) are about those of the mode with the scan pass as a
+    level (:meth:`DetectorMode.with_scan_as_level`, which merges by NMS instead). Without a scan pass every frame is detected
     whole and nothing is carried. A new frame size starts over."""
 
     def __init__(self, detector: FaceDetector) -> None:
