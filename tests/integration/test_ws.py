@@ -115,3 +115,30 @@ async def test_stream_at_capacity_says_so_on_the_socket(aiohttp_client):
     assert b.close_code == 1013
     await a.close()
     await wait_for(lambda: not app[REGISTRY].sessions, 5, what="session removal")
+
+
+async def test_stream_small_faces_are_found_by_the_live_scan_and_keep_their_ids(client):
+    """Twelve 40 px faces in 640x480 JPEG frames: the whole-frame pass finds none; the session's
+    scan finds them window by window, and a face once found is on every later result with the
+    same id (carried between its scans), each id on a real face, no extra ids."""
+    from tests.detection_scenes import face_grid
+
+    img, boxes = face_grid([40] * 12, 640, 480, cols=4)
+    ws = await client.ws_connect("/ws/stream")
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    seen: list[set[int]] = []
+    for _ in range(14):  # one 12-frame cycle and a bit
+        await ws.send_bytes(jpeg(img))
+        msg = await ws.receive_json(timeout=10)
+        assert msg["type"] == "result", msg
+        for face in msg["faces"]:  # its centre on one of the pasted faces
+            x, y, w, h = face["box"]
+            cx, cy = x + w / 2, y + h / 2
+            assert any(bx <= cx <= bx + bw and by <= cy <= by + bh
+                       for bx, by, bw, bh in boxes), face
+        seen.append({face["id"] for face in msg["faces"]})
+    assert not seen[0] and len(seen[-1]) >= 3, seen
+    for earlier, later in zip(seen, seen[1:]):
+        assert earlier <= later
+    assert set().union(*seen) == seen[-1]
+    await ws.close()
