@@ -766,8 +766,9 @@ class FrameScan:
     whole-frame faces and each window's faces from when it was last scanned, where no fresh
     face overlaps them. A frame thus costs one pass, and a still scene's faces after one cycle
     (twice the window count in frames) are about those of the mode with the scan pass as a
-    level (:meth:`DetectorMode.with_scan_as_level`, which merges by NMS instead). Without a scan pass every frame is detected
-    whole and nothing is carried. A new frame size starts over."""
+    level (:meth:`DetectorMode.with_scan_as_level`, which merges by NMS instead). Without a
+    scan pass every frame is detected whole and nothing is carried. A new frame size starts
+    over."""
 
     def __init__(self, detector: FaceDetector) -> None:
         self.detector = detector
