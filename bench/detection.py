@@ -343,7 +343,8 @@ def frame_costs(detectors: dict[str, FaceDetector], sizes: Sequence[tuple[int, i
 def video_faces(detector: FaceDetector, path: Path | str, max_frames: int = 0
                 ) -> dict[str, float]:
     """Frames read, frames with >= 1 face, mean faces per frame, median ms per frame; the
-    frames go through one ``FrameScan``, as a live stream's do."""
+    frames go through one ``FrameScan``, as a live stream's do (its faces counted before a
+    tracker drops carried ones that continue no track)."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")

@@ -148,7 +148,7 @@ def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0)
     tracker = FaceTracker(LABELS, filter=filt)
     per_frame = []
     for fo in frames:
-        boxes, frame_probs, carried = fo.boxes, fo.probs, fo.carried or None
+        boxes, frame_probs, carried = fo.boxes, fo.probs, fo.carried
         if carried:  # as server.session: carried faces only where they continue a track
             keep = tracker.continuing(fo.t, boxes, carried)
             boxes, frame_probs = [boxes[i] for i in keep], frame_probs[keep]

@@ -168,14 +168,13 @@ class FaceTracker:
         probabilities to reuse (always for a ``carried`` box of a track: its crop is old).
         Changes nothing; :meth:`update` with the same ``t`` and ``boxes`` then makes the same
         matches."""
-        dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+        dets = _int_boxes(boxes)
         carried = _flags(carried, len(dets))
         out: list[np.ndarray | None] = [None] * len(dets)
         if reuse_s <= 0 and carried is None:
             return out
         with self._lock:
-            if self._last_t is not None and t <= self._last_t:
-                t = self._last_t + NOMINAL_DT
+            t = self._advanced(t)
             for ti, di in self._associate(t, dets, carried):
                 tr = self._tracks[ti]
                 if (carried is not None and carried[di]) or t - tr.raw_t < reuse_s - 1e-6:
@@ -190,10 +189,9 @@ class FaceTracker:
         carried = _flags(carried, len(boxes))
         if carried is None:
             return list(range(len(boxes)))
-        dets = [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+        dets = _int_boxes(boxes)
         with self._lock:
-            if self._last_t is not None and t <= self._last_t:
-                t = self._last_t + NOMINAL_DT
+            t = self._advanced(t)
             matched = {di for _, di in self._associate(t, dets, carried)}
         return [i for i in range(len(dets)) if not carried[i] or i in matched]
 
@@ -215,10 +213,7 @@ class FaceTracker:
             p = np.asarray(probs, dtype=np.float64)
         if p.shape != (n, len(self.labels)):
             raise ValueError(f"probs must have shape ({n}, {len(self.labels)}), not {p.shape}")
-        dets: list[Box] = []
-        for b in boxes:
-            x, y, w, h = b
-            dets.append((int(x), int(y), int(w), int(h)))
+        dets = _int_boxes(boxes)
         carried = _flags(carried, n)
         with self._lock:
             t = self._clock(float(t))
@@ -263,12 +258,15 @@ class FaceTracker:
 
     # ------------------------------------------------------------------ internals
 
-    def _clock(self, t: float) -> float:
+    def _advanced(self, t: float) -> float:
         # Time must advance for the EMA and the velocity; a repeated or earlier stamp counts as
         # one nominal frame later.
         if self._last_t is not None and t <= self._last_t:
-            t = self._last_t + NOMINAL_DT
-        self._last_t = t
+            return self._last_t + NOMINAL_DT
+        return t
+
+    def _clock(self, t: float) -> float:
+        self._last_t = t = self._advanced(t)
         return t
 
     def _associate(self, t: float, dets: list[Box], carried: Sequence[bool] | None = None
@@ -339,6 +337,10 @@ class FaceTracker:
         k = tr.filter.label
         return TrackedFace(id=tr.id, box=box, label=self.labels[k],
                            score=float(tr.smoothed[k]), smoothed=tr.smoothed.copy())
+
+
+def _int_boxes(boxes: Sequence[Sequence[int]]) -> list[Box]:
+    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
 
 
 def _flags(carried: Sequence[bool] | None, n: int) -> Sequence[bool] | None:
