@@ -35,7 +35,7 @@ import numpy as np
 from core.pipeline import FacePipeline
 from core.preprocess import LABELS
 from core.temporal import UNCERTAIN_BELOW, FilterConfig
-from core.tracker import FaceTracker, merge_plan
+from core.tracker import FaceTracker
 from core.video import VideoError, frames
 
 log = logging.getLogger(__name__)
@@ -148,17 +148,10 @@ def replay(frames: Sequence[FrameObs], filt: FilterConfig, reuse_s: float = 0.0)
     tracker = FaceTracker(LABELS, filter=filt)
     per_frame = []
     for fo in frames:
-        boxes, frame_probs, carried = fo.boxes, fo.probs, fo.carried
-        if carried:  # as server.session: carried faces only where they continue a track
-            keep = tracker.continuing(fo.t, boxes, carried)
-            boxes, frame_probs = [boxes[i] for i in keep], frame_probs[keep]
-            carried = [carried[i] for i in keep]
-        plan = tracker.plan(fo.t, boxes, reuse_s, carried)
-        need = [i for i, p in enumerate(plan) if p is None]
-        probs = merge_plan(plan, frame_probs[need], len(LABELS))
-        per_frame.append((fo.t, tracker.describe(fo.t, boxes, probs,
-                                                 [p is None for p in plan], carried),
-                          frame_probs))
+        plan = tracker.start_frame(fo.t, fo.boxes, reuse_s, fo.carried)  # as server.session
+        frame_probs = fo.probs[plan.keep]
+        faces, _ = tracker.finish_frame(plan, frame_probs[plan.need])
+        per_frame.append((fo.t, faces, frame_probs))
     ids = Counter(face["id"] for _, faces, _ in per_frame for face in faces)
     out = Shown()
     if not ids:

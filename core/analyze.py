@@ -32,7 +32,7 @@ import numpy as np
 from core.pipeline import FacePipeline, decode_image
 from core.preprocess import LABELS
 from core.temporal import FilterConfig
-from core.tracker import DEFAULT_REUSE_S, FaceTracker, merge_plan
+from core.tracker import DEFAULT_REUSE_S, FaceTracker
 from core.video import Source, VideoError, frames, probe
 
 log = logging.getLogger(__name__)
@@ -229,14 +229,11 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     try:
         for t, bgr in frames(src, fps):
             ff = pipeline.faces(bgr, scan)
-            if ff.carried:  # as server.session: carried faces only where they continue a track
-                ff = ff.subset(tracker.continuing(t, ff.boxes, ff.carried))
-            plan = tracker.plan(t, ff.boxes, reuse_s, ff.carried)  # as server.session does
-            need = ff.subset([i for i, p in enumerate(plan) if p is None])
+            plan = tracker.start_frame(t, ff.boxes, reuse_s, ff.carried)  # as server.session
+            ff = ff.subset(plan.keep)
+            need = ff.subset(plan.need)
             fresh = classifier.predict_batch(need.batch) if need.boxes else need.batch[:0]
-            probs = merge_plan(plan, np.asarray(fresh), len(LABELS))
-            faces = tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried,
-                                     (ff.width, ff.height))
+            faces, probs = tracker.finish_frame(plan, np.asarray(fresh), (ff.width, ff.height))
             for f, p in zip(faces, probs):
                 h = history[f["id"]]
                 h.times.append(t)

@@ -9,7 +9,7 @@ tracker. A *carried* detection (one the detector kept from an earlier frame, see
 ``core.faces.FrameScan``) is matched only to a track that no fresh detection of the frame
 continues; it keeps that track alive and shows it where its motion predicts, without moving
 the track's state, and its last probabilities are reused. A carried detection that continues
-no track is dropped (:meth:`FaceTracker.continuing`): it starts no track.
+no track is dropped (:meth:`FaceTracker.start_frame`): it starts no track.
 
 Every track filters its class probabilities over time with a ``core.temporal`` filter (by
 default the HMM forward filter, whose parameters are per second, so it behaves the same at any
@@ -81,6 +81,25 @@ class TrackedFace:
         return self.score < UNCERTAIN_BELOW
 
 
+@dataclass
+class FramePlan:
+    """One frame between :meth:`FaceTracker.start_frame` and :meth:`FaceTracker.finish_frame`:
+    ``keep``, the indices of the detector's faces that are shown (in order), with their
+    ``boxes`` and ``carried`` flags (empty: none carried), and ``reuse``: per kept face, the
+    probabilities it reuses, or None where the classifier must run (:attr:`need`)."""
+
+    t: float
+    keep: list[int]
+    boxes: list[Box]
+    carried: list[bool]
+    reuse: list[np.ndarray | None]
+
+    @property
+    def need(self) -> list[int]:
+        """Positions (among the kept faces) that go to the classifier."""
+        return [i for i, p in enumerate(self.reuse) if p is None]
+
+
 class _Track:
     __slots__ = ("id", "cx", "cy", "w", "h", "vx", "vy", "t", "missed", "hits", "filter",
                  "smoothed", "raw", "raw_t")
@@ -98,7 +117,7 @@ class _Track:
         self.filter = filt
         self.smoothed = np.array(probs, dtype=np.float64)
         #: The last probabilities the classifier gave this face, and when (reused by
-        #: :meth:`FaceTracker.plan` between classifications).
+        #: :meth:`FaceTracker.start_frame` between classifications).
         self.raw = np.array(probs, dtype=np.float64)
         self.raw_t = t
 
@@ -161,39 +180,53 @@ class FaceTracker:
         with self._lock:
             return [tr.id for tr in self._tracks]
 
-    def plan(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float,
-             carried: Sequence[bool] | None = None) -> list[np.ndarray | None]:
-        """Which faces of this frame need the classifier: per box, None (classify it: a new
-        face, or one last classified ``reuse_s`` seconds ago or more), or the face's last
-        probabilities to reuse (always for a ``carried`` box of a track: its crop is old).
-        Changes nothing; :meth:`update` with the same ``t`` and ``boxes`` then makes the same
-        matches."""
+    def start_frame(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float,
+                    carried: Sequence[bool] | None = None) -> FramePlan:
+        """The first half of a frame: which detector faces to show and which of them need the
+        classifier. Every fresh box is kept, and each ``carried`` one that continues a track
+        no fresh box continues (a carried box of a face that moved away, or whose track ended,
+        would start a track where no face is). A kept face reuses its track's last
+        probabilities when it is carried (its crop is old) or was classified less than
+        ``reuse_s`` seconds ago; the others (new faces among them) go to the classifier.
+        Changes nothing; :meth:`finish_frame` with the classifier's output completes it."""
         dets = _int_boxes(boxes)
-        carried = _flags(carried, len(dets))
-        out: list[np.ndarray | None] = [None] * len(dets)
-        if reuse_s <= 0 and carried is None:
-            return out
+        flags = _flags(carried, len(dets))
+        if reuse_s <= 0 and flags is None:
+            n = len(dets)
+            return FramePlan(t, list(range(n)), dets, [], [None] * n)
         with self._lock:
-            t = self._advanced(t)
-            for ti, di in self._associate(t, dets, carried):
-                tr = self._tracks[ti]
-                if (carried is not None and carried[di]) or t - tr.raw_t < reuse_s - 1e-6:
-                    out[di] = tr.raw.copy()
-        return out
+            ta = self._advanced(t)
+            by_det = {di: self._tracks[ti] for ti, di in self._associate(ta, dets, flags)}
+            keep, reuse = [], []
+            for i in range(len(dets)):
+                tr = by_det.get(i)
+                is_carried = flags is not None and flags[i]
+                if is_carried and tr is None:
+                    continue
+                keep.append(i)
+                reuse.append(tr.raw.copy() if tr is not None and (
+                    is_carried or ta - tr.raw_t < reuse_s - 1e-6) else None)
+        return FramePlan(t, keep, [dets[i] for i in keep],
+                         [bool(flags[i]) for i in keep] if flags is not None else [], reuse)
 
-    def continuing(self, t: float, boxes: Sequence[Sequence[int]],
-                   carried: Sequence[bool] | None = None) -> list[int]:
-        """Indices of the boxes to show: every fresh one, and each ``carried`` one that
-        continues a track no fresh box continues (a carried box of a face that moved away, or
-        whose track ended, would start a track where no face is). Changes nothing."""
-        carried = _flags(carried, len(boxes))
-        if carried is None:
-            return list(range(len(boxes)))
-        dets = _int_boxes(boxes)
-        with self._lock:
-            t = self._advanced(t)
-            matched = {di for _, di in self._associate(t, dets, carried)}
-        return [i for i in range(len(dets)) if not carried[i] or i in matched]
+    def finish_frame(self, plan: FramePlan, fresh: np.ndarray,
+                     frame_size: tuple[int, int] | None = None) -> tuple[list[dict], np.ndarray]:
+        """The second half: ``fresh`` is the classifier's output for ``plan.need`` (in that
+        order). Updates the tracks (:meth:`describe`) and returns the face objects and the
+        frame's probabilities, one row per kept face (fresh or reused)."""
+        probs = np.zeros((len(plan.reuse), len(self.labels)), np.float64)
+        need = plan.need
+        if len(fresh) != len(need):
+            raise ValueError(f"fresh must have one row per face to classify ({len(need)}), "
+                             f"not {len(fresh)}")
+        for k, i in enumerate(need):
+            probs[i] = fresh[k]
+        for i, p in enumerate(plan.reuse):
+            if p is not None:
+                probs[i] = p
+        faces = self.describe(plan.t, plan.boxes, probs, [p is None for p in plan.reuse],
+                              plan.carried, frame_size)
+        return faces, probs
 
     def update(self, t: float, boxes: Sequence[Sequence[int]], probs: np.ndarray,
                fresh: Sequence[bool] | None = None, carried: Sequence[bool] | None = None,
@@ -201,10 +234,10 @@ class FaceTracker:
         """Associate this frame's ``boxes`` with tracks; one :class:`TrackedFace` per box, in
         the same order. ``probs`` is ``(len(boxes), len(labels))``; ``t`` is in seconds;
         ``fresh`` says which rows the classifier just gave (default all; the others are
-        probabilities :meth:`plan` said to reuse); ``carried`` which boxes the detector kept
+        probabilities :meth:`start_frame` said to reuse); ``carried`` which boxes the detector kept
         from an earlier frame (default none): a carried box matched to a track keeps it alive
         and is reported at the track's predicted place (inside ``frame_size`` ``(w, h)`` when
-        given); the track itself is left as it was. Pass only :meth:`continuing` boxes: a
+        given); the track itself is left as it was. Pass only the boxes :meth:`start_frame` keeps: a
         carried box that continues no track starts one like a fresh box."""
         n = len(boxes)
         if n == 0:
@@ -429,16 +462,3 @@ def _exact(tracks: list[int], pairs: list[tuple[float, int, int]]) -> list[tuple
     search(0, set(), 0, 0.0, [])
     return best[2]
 
-
-def merge_plan(plan: Sequence[np.ndarray | None], fresh: np.ndarray, n_labels: int) -> np.ndarray:
-    """The frame's probabilities: ``fresh`` rows (the classifier's, in order) where
-    :meth:`FaceTracker.plan` said None, the reused ones elsewhere."""
-    out = np.zeros((len(plan), n_labels), np.float64)
-    k = 0
-    for i, p in enumerate(plan):
-        if p is None:
-            out[i] = fresh[k]
-            k += 1
-        else:
-            out[i] = p
-    return out

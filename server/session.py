@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from core.errors import ImageError
 from core.preprocess import LABELS
-from core.tracker import FaceTracker, merge_plan
+from core.tracker import FaceTracker
 from server.engine import Engine
 from server.errors import CapacityError, client_message
 from server.protocol import result_message
@@ -91,19 +91,16 @@ class FrameSession:
         """Detect, classify (batched with other sessions), track, and build the message."""
         ff = await self.engine.detect(self.to_bgr, frame, self.scan)
         t = time.monotonic()
-        if ff.carried:  # faces kept from earlier frames show only where they continue a track
-            ff = ff.subset(self.tracker.continuing(t, ff.boxes, ff.carried))
-        # New faces, and tracked ones whose last classification is older than the reuse age, go to
-        # the classifier; the others reuse their last probabilities (core.tracker.plan). The
-        # age grows when the server drops frames (server.adapt).
-        # A face the detector carried from an earlier frame always reuses (its crop is old).
-        plan = self.tracker.plan(t, ff.boxes, self.engine.reuse.value(t), ff.carried)
-        need = [i for i, p in enumerate(plan) if p is None]
-        fresh = await self.engine.classify(ff.subset(need))
-        probs = merge_plan(plan, fresh, len(LABELS))
-        self.engine.metrics.faces_reused.inc(len(plan) - len(need))
-        faces = self.tracker.describe(t, ff.boxes, probs, [p is None for p in plan], ff.carried,
-                                      (ff.width, ff.height))
+        # Faces kept from earlier frames show only where they continue a track. New faces, and
+        # tracked ones whose last classification is older than the reuse age, go to the
+        # classifier; the others reuse their last probabilities (core.tracker.start_frame). The
+        # age grows when the server drops frames (server.adapt). A face the detector carried
+        # from an earlier frame always reuses (its crop is old).
+        plan = self.tracker.start_frame(t, ff.boxes, self.engine.reuse.value(t), ff.carried)
+        ff = ff.subset(plan.keep)
+        fresh = await self.engine.classify(ff.subset(plan.need))
+        self.engine.metrics.faces_reused.inc(len(plan.keep) - len(plan.need))
+        faces, probs = self.tracker.finish_frame(plan, fresh, (ff.width, ff.height))
         now = time.time()
         for face, p in zip(faces, probs):
             self.timeline.add(now, face["id"], p)

@@ -33,22 +33,17 @@ def test_the_message_label_is_the_filtered_decision_not_this_frames_argmax():
     assert face["uncertain"] is True and face["score"] < 0.5
 
 
-def test_plan_reuses_a_tracked_faces_probabilities_for_reuse_s():
-    from core.tracker import merge_plan
-
+def test_start_frame_reuses_a_tracked_faces_probabilities_for_reuse_s():
     tr = FaceTracker(LABELS)
     box = [(100, 100, 80, 80)]
     calls = 0
     for k in range(15):  # 1 s at 15 fps, reuse for 0.1 s: every other frame is classified
         t = k / 15
-        plan = tr.plan(t, box, 0.1)
-        need = [i for i, p in enumerate(plan) if p is None]
-        calls += len(need)
-        fresh = probs(0.9, 0.05)[:len(need)]
-        merged = merge_plan(plan, fresh, len(LABELS))
+        plan = tr.start_frame(t, box, 0.1)
+        calls += len(plan.need)
+        _, merged = tr.finish_frame(plan, probs(0.9, 0.05)[:len(plan.need)])
         assert merged.shape == (1, len(LABELS))
-        tr.describe(t, box, merged, [p is None for p in plan])
     assert calls == 8
-    new_face = tr.plan(1.0, box + [(400, 300, 80, 80)], 0.1)
-    assert new_face[1] is None  # a new face is classified at once
-    assert tr.plan(1.0, box, 0.0) == [None]  # reuse 0: every frame
+    new_face = tr.start_frame(1.0, box + [(400, 300, 80, 80)], 0.1)
+    assert new_face.need == [1]  # a new face is classified at once
+    assert tr.start_frame(1.0, box, 0.0).need == [0]  # reuse 0: every frame

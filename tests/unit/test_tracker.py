@@ -120,16 +120,22 @@ def test_a_carried_box_reuses_its_tracks_probabilities_and_a_new_one_is_classifi
     tr = FaceTracker(LABELS)
     tr.update(0.0, [box_at(100, 200)], np.array([onehot(HAPPY)]))
     boxes = [box_at(100, 200), box_at(400, 200)]
-    plan = tr.plan(1 / FPS, boxes, reuse_s=0.0, carried=[True, True])
-    assert plan[0] is not None and np.argmax(plan[0]) == HAPPY  # its old crop: reuse
-    assert plan[1] is None  # no track yet: classified even though carried
-    assert tr.plan(1 / FPS, boxes, reuse_s=0.0) == [None, None]
+    plan = tr.start_frame(1 / FPS, boxes, reuse_s=0.0, carried=[True, False])
+    assert plan.keep == [0, 1] and plan.carried == [True, False]
+    assert plan.reuse[0] is not None and np.argmax(plan.reuse[0]) == HAPPY  # old crop: reuse
+    assert plan.need == [1]  # no track yet: classified
+    assert tr.start_frame(1 / FPS, boxes, reuse_s=0.0).need == [0, 1]
+    faces, probs = tr.finish_frame(plan, np.array([onehot(SAD)]))
+    assert [f["label"] for f in faces] == ["happy", "sad"]
+    assert np.argmax(probs[0]) == HAPPY and np.argmax(probs[1]) == SAD
+    with pytest.raises(ValueError, match="one row per face to classify"):
+        tr.finish_frame(tr.start_frame(2 / FPS, boxes, 0.0), np.array([onehot(SAD)]))
 
 
 def test_a_stale_carried_box_beside_the_fresh_one_starts_no_track():
     """A face that moved since a window last saw it: the fresh box continues its track (fresh
     boxes are matched first, even when the carried one is nearer the prediction), and the old
-    carried box, which continues no track, is dropped by ``continuing`` instead of starting a
+    carried box, which continues no track, is dropped by ``start_frame`` instead of starting a
     track where no face is; a carried box of a face that is gone is dropped too."""
     tr = FaceTracker(LABELS)
     for k in range(6):
@@ -138,17 +144,16 @@ def test_a_stale_carried_box_beside_the_fresh_one_starts_no_track():
     for k in range(6, 30):
         fresh, stale = box_at(100 + 5 * k, 200, 40), box_at(100 + 5 * k - 45, 200, 40)
         boxes, carried = [stale, fresh], [True, False]
-        keep = tr.continuing(k / FPS, boxes, carried)
-        assert keep == [1], k
-        (face,) = tr.update(k / FPS, [boxes[i] for i in keep], probs_for(1),
-                            carried=[carried[i] for i in keep])
-        assert face.id == first and face.box == fresh
+        plan = tr.start_frame(k / FPS, boxes, 0.0, carried)
+        assert plan.keep == [1] and plan.boxes == [fresh] and plan.carried == [False], k
+        (face,), _ = tr.finish_frame(plan, probs_for(1))
+        assert face["id"] == first and face["box"] == list(fresh)
     # both carried (a cycle's in-between frame): the nearer continues the track, not the other
     near, far = box_at(100 + 5 * 30, 200, 40), box_at(400, 200, 40)
-    assert tr.continuing(30 / FPS, [far, near], [True, True]) == [1]
-    assert tr.continuing(30 / FPS, [far], []) == [0]  # nothing carried: all kept
+    assert tr.start_frame(30 / FPS, [far, near], 0.0, [True, True]).keep == [1]
+    assert tr.start_frame(30 / FPS, [far], 0.0, []).keep == [0]  # nothing carried: all kept
     with pytest.raises(ValueError, match="one flag per box"):
-        tr.continuing(30 / FPS, [far, near], [True])
+        tr.start_frame(30 / FPS, [far, near], 0.0, [True])
 
 
 def test_a_carried_box_is_shown_inside_the_frame():
