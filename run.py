@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """FaceDApps command line: serve (default) | train | ensemble | evaluate | evaluate-video |
-analyze | stream | predict | convert | bench | cluster | bench-ray.
+analyze | stream | predict | convert | bench | bench-detect | cluster | bench-ray.
 
 Arguments and environment variables are read here only; everything below gets config objects.
 """
@@ -68,8 +68,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    metavar="USER:PASS", help="basic auth ngrok requires on the public URL "
                    "(password 8+ characters; env FACEDAPPS_BASIC_AUTH)")
     p.add_argument("--access-token", default=os.environ.get("FACEDAPPS_ACCESS_TOKEN"),
-                   help="token required on /offer and WebSockets; the page asks for it "
-                        "(env FACEDAPPS_ACCESS_TOKEN)")
+                   help="token required on every route but the public ones (the page, /config, "
+                        "/healthz, /static); the page asks for it (env FACEDAPPS_ACCESS_TOKEN)")
     p.add_argument("--insecure-public", action="store_true",
                    help="allow a public tunnel without access protection")
     # -- Ray Serve inference tier (cluster/, server/remote.py; README "Scaling out") --

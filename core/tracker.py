@@ -12,9 +12,10 @@ the track's state, and its last probabilities are reused. A carried detection th
 no track is dropped (:meth:`FaceTracker.start_frame`): it starts no track.
 
 Every track filters its class probabilities over time with a ``core.temporal`` filter (by
-default the HMM forward filter, whose parameters are per second, so it behaves the same at any
-frame rate). The decision (``label``/``score``, and ``uncertain`` below a confidence) comes from
-the filtered vector; the frame's own probabilities are left to the caller (``scores``).
+default the exponential average of ``FilterConfig()``; its parameters are per second, so it
+behaves the same at any frame rate). The decision (``label``/``score``, and ``uncertain``
+below a confidence) comes from the filtered vector; the frame's own probabilities are left to
+the caller (``scores``).
 """
 
 from __future__ import annotations
@@ -140,16 +141,19 @@ def _iou(ax: float, ay: float, aw: float, ah: float,
 class FaceTracker:
     """Stable ids and smoothed labels for the faces of one video session.
 
-    Call :meth:`update` once per processed frame, with the frame's timestamp in seconds (any
-    monotonic clock), its face boxes and their class probabilities. Calls are serialised by a
-    lock, so consecutive frames may come from different threads.
+    Per processed frame, with its timestamp in seconds (any monotonic clock): :meth:`start_frame`
+    with the detector's boxes says which faces to show and which to classify, and
+    :meth:`finish_frame` with the classifier's output updates the tracks and returns the face
+    objects. (:meth:`update`/:meth:`describe` take a frame's boxes and probabilities in one call,
+    when every face is classified.) Calls are serialised by a lock, so consecutive frames may
+    come from different threads.
     """
 
     def __init__(self, labels: Sequence[str], iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  max_missed: int = DEFAULT_MAX_MISSED, filter: FilterConfig | None = None,
                  smoothing_s: float | None = None, hysteresis: float | None = None) -> None:
         """``filter``: the temporal filter of every track (default: ``FilterConfig()``, the
-        HMM filter); ``smoothing_s``/``hysteresis`` instead select the exponential average."""
+        exponential average); ``smoothing_s``/``hysteresis`` set that average's parameters."""
         if len(labels) == 0:
             raise ValueError("labels must not be empty")
         if not 0.0 <= iou_threshold <= 1.0:

@@ -7,7 +7,7 @@ age by ``step_s`` (up to ``cap_s``), below ``low`` it shortens it (down to ``flo
 configured ``--reuse-s``), in between it holds. With few clients nothing is dropped and the
 configured age holds (full quality); under overload each tracked face is classified about
 every ``cap_s`` seconds and the saved classifier work goes to more frames.
-New faces are always classified at once (``core.tracker.FaceTracker.plan``).
+New faces are always classified at once (``core.tracker.FaceTracker.start_frame``).
 
 Measured effects: README, "Real-video evaluation" (accuracy by reuse age) and "Speed".
 """

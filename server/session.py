@@ -93,7 +93,7 @@ class FrameSession:
         t = time.monotonic()
         # Faces kept from earlier frames show only where they continue a track. New faces, and
         # tracked ones whose last classification is older than the reuse age, go to the
-        # classifier; the others reuse their last probabilities (core.tracker.start_frame). The
+        # classifier; the others reuse their last probabilities (FaceTracker.start_frame). The
         # age grows when the server drops frames (server.adapt). A face the detector carried
         # from an earlier frame always reuses (its crop is old).
         plan = self.tracker.start_frame(t, ff.boxes, self.engine.reuse.value(t), ff.carried)

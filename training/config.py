@@ -86,7 +86,7 @@ class TrainConfig:
                                   "recorded one, else --seed)", type=int)
     detect: str = flag("auto", "face detection on dataset images",
                        choices=["auto", "always", "never"])
-    jit_compile: bool = flag(True, "XLA compilation", flag="--no-jit")
+    jit_compile: bool = flag(True, "turn XLA compilation off", flag="--no-jit")
     #: "float32", or "bfloat16" (Keras mixed precision: bf16 compute, fp32 weights; on CPUs with
     #: AMX/AVX512-BF16 oneDNN runs it about 1.5x faster than fp32+XLA -- use it without XLA).
     precision: str = flag("float32", "bfloat16: mixed precision (fast on CPUs with AMX; use "
