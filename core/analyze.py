@@ -208,6 +208,12 @@ def summarize(history: dict[int, _FaceHistory], frames_done: int, duration: floa
             "share": {lab: round(total[lab] / n_all, 4) if n_all else 0.0 for lab in LABELS}}
 
 
+#: A video whose frames end this long (or this share of it) before the duration its header
+#: declares is reported as cut off (``"error"`` in the summary); what was read is analysed.
+CUT_OFF_S = 0.5
+CUT_OFF_SHARE = 0.05
+
+
 def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None = None,
                   annotate: bool = True, progress: Progress | None = None,
                   pipeline: FacePipeline | None = None, filt: FilterConfig | None = None,
@@ -264,6 +270,10 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
         if video is not None:
             video.close()
     duration = t_last + (1.0 / fps if fps else 1.0 / info.fps if info.fps else 0.0)
+    if not error and done and info.duration and info.duration - duration > max(
+            CUT_OFF_S, CUT_OFF_SHARE * info.duration):  # ended quietly before its declared end
+        error = (f"the video ends after {duration:.1f} s of the {info.duration:.1f} s its "
+                 "header declares (cut off?)")
     summary = {"source": Path(str(src)).name if isinstance(src, (str, Path)) else "upload",
                "video": {"width": info.width, "height": info.height, "fps": round(info.fps, 3),
                          "codec": info.codec, "rotation": info.rotation,

@@ -31,8 +31,16 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
+#: Images with a side shorter than this are refused: no face the product can read fits in them.
+MIN_IMAGE_SIDE = 24
+#: A small image taken whole as a face crop (``is_face_crop``) whose 1st and 99th percentile
+#: gray levels are less than this far apart is blank, not a face.
+BLANK_RANGE = 4.0
+
+
 def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
-    """Decode a JPEG or PNG into BGR, refusing other types and oversized images.
+    """Decode a JPEG or PNG into BGR, refusing other types, oversized images and images with a
+    side under :data:`MIN_IMAGE_SIDE`.
 
     The size is read from the header before any pixel is decoded (decompression bombs).
     """
@@ -46,17 +54,28 @@ def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large: {exc}; at most {max_pixels} pixels are accepted",
+    except Image.DecompressionBombError as exc:  # its text quotes PIL's own limit, not ours
+        raise ImageError(f"image too large: at most {max_pixels} pixels are accepted",
                          status=413) from exc
-    except Exception as exc:  # PIL raises many types for garbage headers
-        raise ImageError(f"unreadable {kind} image: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for garbage headers; its text stays here
+        raise ImageError(f"unreadable {kind} image (corrupt or truncated header)") from exc
     if w * h > max_pixels:
         raise ImageError(f"image is {w}x{h}; at most {max_pixels} pixels are accepted", status=413)
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise ImageError(f"image is {w}x{h}; at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels "
+                         "are needed")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError(f"truncated or corrupt {kind} image")
     return img
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Whether ``image`` (gray or BGR) has no contrast: its 1st and 99th percentile gray levels
+    are less than :data:`BLANK_RANGE` apart."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(to_bgr(image), cv2.COLOR_BGR2GRAY)
+    lo, hi = np.percentile(gray, (1.0, 99.0))
+    return bool(hi - lo < BLANK_RANGE)
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
@@ -173,6 +192,14 @@ class FacePipeline:
             return FrameFaces(w, h, [(0, 0, w, h)], to_batch([preprocess_face(img)]))
         return self.faces(img)
 
+    def faces_for_upload(self, img: np.ndarray, detect: str = "auto") -> FrameFaces:
+        """:meth:`faces_for_image` for a user's photo: a small image that would be taken whole
+        as a face crop has no face when it is blank (:data:`BLANK_RANGE`)."""
+        if detect == "auto" and is_face_crop(img) and is_blank(img):
+            h, w = img.shape[:2]
+            return FrameFaces(w, h, [], to_batch([]))
+        return self.faces_for_image(img, detect)
+
     def largest_crop(self, img: np.ndarray, detect: str = "auto") -> np.ndarray | None:
         """The preprocessed crop of the largest face (uint8, ``S x S``), or None (no face)."""
         ff = self.faces_for_image(img, detect)
@@ -183,6 +210,6 @@ class FacePipeline:
 
     def classify_image(self, img: np.ndarray, classifier, detect: str = "auto") -> list[dict]:
         """Face objects (interface format, no track id) for one still image."""
-        ff = self.faces_for_image(img, detect)
+        ff = self.faces_for_upload(img, detect)
         probs = classifier.predict_batch(ff.batch) if ff.boxes else ff.batch[:0]
         return face_results(ff, probs)

@@ -4,7 +4,8 @@ Whatever FFmpeg opens (mp4/mov/webm/mkv/avi/flv; H264/HEVC/VP8/VP9/MPEG-4) is re
 ignored; a phone video's display rotation is applied so faces are upright; variable frame rate
 is handled by using each frame's own timestamp. A file that is not a video, or that breaks off
 in the middle, raises :class:`VideoError` with one clear line (frames already yielded stay
-valid, so callers keep what they analysed).
+valid, so callers keep what they analysed); FFmpeg's own message is kept apart in ``detail``
+(for logs, not for clients).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ Source = str | Path | BinaryIO
 
 
 class VideoError(ValueError):
-    """A file that cannot be read as video, or that breaks off (``frames`` read before it)."""
+    """A file that cannot be read as video, or that breaks off (``frames`` read before it);
+    ``detail``: the decoder's own message, for logs."""
 
-    def __init__(self, message: str, frames: int = 0) -> None:
+    def __init__(self, message: str, frames: int = 0, detail: str = "") -> None:
         super().__init__(message)
         self.frames = frames
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def _open(src: Source) -> Any:
     try:
         return av.open(src if not isinstance(src, Path) else str(src))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"{_name(src)}: cannot open as video ({exc})") from None
+        raise VideoError(f"{_name(src)}: cannot open as video", detail=str(exc)) from None
 
 
 def clockwise(frame: Any) -> int:
@@ -128,10 +131,31 @@ def frames(src: Source, fps: float | None = None) -> Iterator[tuple[float, np.nd
                 n += 1
                 yield t, upright(frame.to_ndarray(format="bgr24"), clockwise(frame))
         except av.error.FFmpegError as exc:
-            raise VideoError(f"{_name(src)}: the video breaks off after {n} frames ({exc})",
-                             frames=n) from None
+            if n == 0:
+                raise VideoError(f"{_name(src)}: no decodable video frames (the video data is "
+                                 "corrupt)", detail=str(exc)) from None
+            raise VideoError(f"{_name(src)}: the video breaks off after {n} frames", frames=n,
+                             detail=str(exc)) from None
     if n == 0:
         raise VideoError(f"{_name(src)}: no decodable video frames")
+
+
+#: Leading bytes of the containers :func:`container_kind` names.
+_SIGNATURES = ((4, b"ftyp", "mp4/mov"), (4, b"moov", "mp4/mov"), (4, b"mdat", "mp4/mov"),
+               (4, b"wide", "mp4/mov"), (0, b"\x1a\x45\xdf\xa3", "mkv/webm"),
+               (0, b"FLV\x01", "flv"))
+
+
+def container_kind(data: bytes) -> str | None:
+    """The video container ``data`` starts like (``"mp4/mov"``, ``"mkv/webm"``, ``"avi"``,
+    ``"flv"``), from its first bytes only, or None; a file that starts like one but that
+    :func:`is_video` refuses is malformed or cut off, not of another type."""
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "avi"
+    for at, magic, kind in _SIGNATURES:
+        if data[at:at + len(magic)] == magic:
+            return kind
+    return None
 
 
 def is_video(data_or_path: bytes | Source) -> bool:

@@ -107,7 +107,7 @@ class Engine:
         return await self.batcher.submit(ff.batch)
 
     def _decode_faces(self, data: bytes, detect: str) -> FrameFaces:
-        return self.photo_pipeline.faces_for_image(decode_image(data, self.max_pixels), detect)
+        return self.photo_pipeline.faces_for_upload(decode_image(data, self.max_pixels), detect)
 
     async def classify_image(self, data: bytes, detect: str = "auto") -> dict:
         """A JPEG/PNG -> ``{"width", "height", "faces"}`` (untracked face objects).

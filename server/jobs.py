@@ -3,7 +3,8 @@ own thread, results in memory only, deleted on request or after a timeout.
 
 ``POST /api/jobs`` takes a video (raw body or multipart field ``file``, at most
 ``ServerConfig.max_upload_bytes``), checks that it is one, and queues it (503 when
-``max_jobs`` are queued or running, 413 when too large, 415 when not a video). The job runs
+``max_jobs`` are queued or running, 413 when too large, 415 when not a video, 400 when it starts
+like a video file but cannot be read: a broken or cut-off header or index). The job runs
 ``core.analyze.analyze_video`` (the live path, offline) in a single worker thread, so at most
 one upload competes with the live sessions for the CPU. The upload and every result file stay
 in memory: nothing is written to disk. A finished job is kept for ``job_ttl_s`` seconds, or
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from core.analyze import OUTPUT_FILES, Outputs, analyze_video
-from core.video import VideoError, is_video
+from core.video import VideoError, container_kind, is_video
 from server.config import ServerConfig
 from server.errors import INTERNAL
 from server.state import JOBS
@@ -106,6 +107,7 @@ class JobQueue:
         except Cancelled:
             job.status, job.error = "failed", "cancelled"
         except VideoError as exc:
+            log.info("job %s: %s (%s)", job.id, exc, exc.detail or "no detail")
             job.status, job.error = "failed", str(exc).replace("upload: ", "")
         except Exception:  # the top of a job: log it whole, tell the client a fixed message
             log.exception("job %s failed", job.id)
@@ -172,6 +174,11 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
     return request.query.get("name", name), bytes(buf)
 
 
+def _clean_name(name: str) -> str:
+    """The upload's name as shown and logged: printable characters only, at most 200."""
+    return "".join(ch for ch in name if ch.isprintable())[:200] or "upload"
+
+
 async def create_job(request: web.Request) -> web.Response:
     """``POST /api/jobs``: a video -> 202 ``{"job", "status": "queued", ...}``."""
     q = request.app[JOBS]
@@ -188,11 +195,14 @@ async def create_job(request: web.Request) -> web.Response:
     if not data:
         return _error(400, "empty upload")
     if not await asyncio.to_thread(is_video, data):
+        kind = container_kind(data)
+        if kind is not None:  # the right type, but its header or index is broken or missing
+            return _error(400, f"malformed or cut-off {kind} file: it cannot be read as video")
         return _error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
     if q.active() >= cfg.max_jobs:  # others were queued while this one uploaded
         return _error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
-    job = q.submit(name, data)
-    log.info("job %s: queued %s (%d bytes)", job.id, name, len(data))
+    job = q.submit(_clean_name(name), data)
+    log.info("job %s: queued %s (%d bytes)", job.id, job.name, len(data))
     return web.json_response(job.public(), status=202)
 
 

@@ -6,6 +6,7 @@ Same peer interface as ``webrtc`` (``server.registry.Peer``).
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from functools import partial
@@ -63,8 +64,8 @@ class WsStreamPeer:
                 break
             if msg.type == WSMsgType.BINARY:
                 self.session.offer(msg.data)
-            elif msg.type == WSMsgType.TEXT and msg.data.strip() == '{"type":"ping"}':
-                await self.ws.send_str(dumps({"type": "pong"}))
+            elif msg.type == WSMsgType.TEXT:
+                await self.ws.send_str(dumps(_answer_text(msg.data)))
             elif msg.type == WSMsgType.ERROR:
                 break
 
@@ -83,6 +84,21 @@ class WsStreamPeer:
             s = self.session
             log.info("session %s: closed (%d frames received, %d processed, %d dropped)",
                      self.sid, s.frames_received, s.frames_processed, s.frames_dropped)
+
+
+#: What a text message other than a ping gets (the socket stays open).
+UNKNOWN_TEXT = 'unknown message: send frames as binary JPEG messages, or the text {"type":"ping"}'
+
+
+def _answer_text(text: str) -> dict:
+    """A ping (any JSON spacing) gets a pong; any other text gets an error message."""
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        msg = None
+    if isinstance(msg, dict) and msg.get("type") == "ping":
+        return {"type": "pong"}
+    return error_message(UNKNOWN_TEXT)
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:

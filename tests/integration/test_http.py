@@ -5,6 +5,7 @@ import json
 import os
 
 import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -103,8 +104,14 @@ async def test_predict_finds_the_face(client, fmt):
         "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 
 
+def face_crop(side: int = 48):
+    """The fixture face alone, ``side`` pixels square (as a FER2013 image)."""
+    img, (x, y, w, h) = face_frame(0)
+    return cv2.resize(img[y:y + h, x:x + w], (side, side), interpolation=cv2.INTER_AREA)
+
+
 async def test_predict_face_crop_is_taken_whole(client):
-    crop = face_frame(0)[0][120:168, 220:268]
+    crop = face_crop()
     r = await client.post("/api/predict", data=jpeg(crop))
     body = await r.json()
     assert r.status == 200 and body["faces"][0]["box"] == [0, 0, 48, 48]
@@ -116,11 +123,15 @@ def tiff_bytes() -> bytes:
     return buf.getvalue()
 
 
-def huge_png() -> bytes:
-    # 20000x20000 declared in the header; the pixel limit refuses it before decoding.
+def huge_png(side: int = 20000) -> bytes:
+    # side x side declared in the header; the pixel limit refuses it before decoding.
     buf = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    Image.new("1", (side, side)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png(img) -> bytes:
+    return cv2.imencode(".png", img)[1].tobytes()
 
 
 @pytest.mark.parametrize("data,status", [
@@ -135,6 +146,31 @@ async def test_predict_bad_input(client, data, status):
     body = await r.json()
     assert r.status == status, body
     assert isinstance(body["error"], str) and body["error"]
+
+
+async def test_predict_errors_are_ours_not_the_decoders(client):
+    """The image library's own messages (its limits, its exception text) stay in the server."""
+    r = await client.post("/api/predict", data=b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    body = await r.json()
+    assert r.status == 400
+    assert body["error"] == "unreadable jpeg image (corrupt or truncated header)"
+    r = await client.post("/api/predict", data=huge_png(30000))  # past PIL's own bomb limit
+    body = await r.json()
+    assert r.status == 413
+    assert body["error"] == "image too large: at most 4000000 pixels are accepted"  # the fixture's
+
+
+async def test_predict_tiny_and_blank_images(client):
+    """An image too small to hold a face is refused; a blank small image has no face (it would
+    otherwise be taken whole as a face crop and get a label)."""
+    r = await client.post("/api/predict", data=png(np.zeros((1, 1), np.uint8)))
+    body = await r.json()
+    assert r.status == 400 and body["error"] == "image is 1x1; at least 24x24 pixels are needed"
+    r = await client.post("/api/predict", data=png(np.full((96, 96), 128, np.uint8)))
+    body = await r.json()
+    assert r.status == 200 and body["faces"] == [] and body["width"] == 96
+    body = await (await client.post("/api/predict", data=png(face_crop(96)))).json()
+    assert [f["box"] for f in body["faces"]] == [[0, 0, 96, 96]]  # a face: taken whole
 
 
 async def test_predict_tiff_huge_and_oversized(client):

@@ -6,7 +6,9 @@ import json
 import threading
 
 import aiohttp
+import av
 import cv2
+import numpy as np
 import pytest
 
 from server.app import create_app
@@ -83,6 +85,46 @@ async def test_bad_uploads_are_refused_clearly(aiohttp_client, body, status, tex
     img = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
     r = await client.post("/api/jobs", data=img)
     assert r.status == 415  # a photo goes to /api/predict, not here
+
+
+def index_first_mp4(path, frames: int = 60) -> bytes:
+    """An MP4 with its index (moov) before the frames, as phones and web exports write it."""
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        s = out.add_stream("libx264", rate=15)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for k in range(frames):
+            img, _ = face_frame(0, x=80 + k % 8, y=40, side=140, size=(320, 240))
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path.read_bytes()
+
+
+async def test_cut_off_and_corrupt_videos_say_so(aiohttp_client, video, tmp_path):
+    client = await client_for(aiohttp_client)
+    # an MP4 whose index was at its end, cut off: the right type, unreadable -> 400, not 415
+    r = await client.post("/api/jobs", data=video[:3000])
+    assert r.status == 400
+    assert (await r.json())["error"] == ("malformed or cut-off mp4/mov file: it cannot be read "
+                                         "as video")
+    # index first, cut off: analysed as far as it goes, and the job says the video ends early
+    data = index_first_mp4(tmp_path / "f.mp4")
+    r = await client.post("/api/jobs", data=data[: len(data) * 6 // 10])
+    state = await finished(client, (await r.json())["job"])
+    assert state["status"] == "done" and 0 < state["summary"]["frames_analysed"] < 60
+    assert state["error"] == "the video breaks off; what was analysed before is kept"
+    assert "of the 4.0 s its header declares (cut off?)" in state["summary"]["error"]
+    # the header intact, every byte of the frames scrambled: failed, in our words only
+    at = video.index(b"mdat") - 4
+    size = int.from_bytes(video[at:at + 4], "big")
+    noise = np.random.default_rng(0).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
+    scrambled = video[:at + 8] + noise + video[at + size:]
+    r = await client.post("/api/jobs?name=a%0Ab.mp4", data=scrambled)
+    assert r.status == 202 and (await r.json())["name"] == "ab.mp4"  # no control characters
+    state = await finished(client, (await r.json())["job"])
+    assert state["status"] == "failed"
+    assert state["error"] == "no decodable video frames (the video data is corrupt)"
 
 
 async def test_too_large_is_413_and_a_full_queue_is_503(aiohttp_client, video):

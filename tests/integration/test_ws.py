@@ -57,6 +57,22 @@ async def test_stream_bad_frame_gets_error_and_stays_open(client):
     await ws.close()
 
 
+async def test_stream_text_messages_get_a_pong_or_an_error(client):
+    ws = await client.ws_connect("/ws/stream")
+    await ws.receive_json(timeout=5)
+    for text in ('{"type":"ping"}', '{ "type": "ping", "t": 1 }'):
+        await ws.send_str(text)
+        assert await ws.receive_json(timeout=5) == {"type": "pong"}
+    for text in ("hello there", '{"type":"bogus"}', "[1, 2, 3]"):
+        await ws.send_str(text)
+        msg = await ws.receive_json(timeout=5)
+        assert msg["type"] == "error" and msg["error"].startswith("unknown message"), text
+    frame, _ = face_frame(0)
+    await ws.send_bytes(jpeg(frame))  # the socket stayed open
+    assert (await ws.receive_json(timeout=10))["type"] == "result"
+    await ws.close()
+
+
 async def test_stream_oversized_message_closes_the_socket(client):
     ws = await client.ws_connect("/ws/stream")
     await ws.receive_json(timeout=5)
