@@ -64,8 +64,8 @@ class WsStreamPeer:
                 break
             if msg.type == WSMsgType.BINARY:
                 self.session.offer(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                await self.ws.send_str(dumps(_answer_text(msg.data)))
+            elif msg.type == WSMsgType.TEXT and (answer := _answer_text(msg.data)) is not None:
+                await self.ws.send_str(dumps(answer))
             elif msg.type == WSMsgType.ERROR:
                 break
 
@@ -90,14 +90,18 @@ class WsStreamPeer:
 UNKNOWN_TEXT = 'unknown message: send frames as binary JPEG messages, or the text {"type":"ping"}'
 
 
-def _answer_text(text: str) -> dict:
-    """A ping (any JSON spacing) gets a pong; any other text gets an error message."""
+def _answer_text(text: str) -> dict | None:
+    """A ping (any JSON spacing) gets a pong, a pong nothing (the page answers pings with one),
+    any other text an error message."""
     try:
         msg = json.loads(text)
     except ValueError:
         msg = None
-    if isinstance(msg, dict) and msg.get("type") == "ping":
+    kind = msg.get("type") if isinstance(msg, dict) else None
+    if kind == "ping":
         return {"type": "pong"}
+    if kind == "pong":
+        return None
     return error_message(UNKNOWN_TEXT)
 
 
