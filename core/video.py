@@ -146,12 +146,20 @@ _SIGNATURES = ((4, b"ftyp", "mp4/mov"), (4, b"moov", "mp4/mov"), (4, b"mdat", "m
                (0, b"FLV\x01", "flv"))
 
 
+#: ``ftyp`` brands of still images in the MP4 family (HEIC/HEIF and AVIF photos).
+_IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+                           b"msf1", b"avif", b"avis"})
+
+
 def container_kind(data: bytes) -> str | None:
     """The video container ``data`` starts like (``"mp4/mov"``, ``"mkv/webm"``, ``"avi"``,
     ``"flv"``), from its first bytes only, or None; a file that starts like one but that
-    :func:`is_video` refuses is malformed or cut off, not of another type."""
+    :func:`is_video` refuses is malformed or cut off, not of another type. HEIC and AVIF
+    photos share the MP4 box layout and are not videos."""
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
         return "avi"
+    if data[4:8] == b"ftyp" and data[8:12] in _IMAGE_BRANDS:
+        return None
     for at, magic, kind in _SIGNATURES:
         if data[at:at + len(magic)] == magic:
             return kind
