@@ -208,10 +208,11 @@ def summarize(history: dict[int, _FaceHistory], frames_done: int, duration: floa
             "share": {lab: round(total[lab] / n_all, 4) if n_all else 0.0 for lab in LABELS}}
 
 
-#: A video whose frames end this long (or this share of it) before the duration its header
-#: declares is reported as cut off (``"error"`` in the summary); what was read is analysed.
-CUT_OFF_S = 0.5
-CUT_OFF_SHARE = 0.05
+#: A video that decodes fewer frames than its header counts, by more than this share (and
+#: more than 2 frames), ends early (cut off): ``"error"`` and ``"ends_early"`` in the summary;
+#: what was read is analysed. Frame counts, not durations: a container's duration can include
+#: a longer audio track or a held last frame.
+ENDS_EARLY_SHARE = 0.05
 
 
 def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None = None,
@@ -232,8 +233,9 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     rows.writerow(CSV_HEADER)
     video: _Mp4Writer | None = None
     done, t_last, error = 0, 0.0, None
+    stats: dict[str, int] = {}
     try:
-        for t, bgr in frames(src, fps):
+        for t, bgr in frames(src, fps, stats):
             ff = pipeline.faces(bgr, scan)
             plan = tracker.start_frame(t, ff.boxes, reuse_s, ff.carried)  # as server.session
             ff = ff.subset(plan.keep)
@@ -270,10 +272,12 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
         if video is not None:
             video.close()
     duration = t_last + (1.0 / fps if fps else 1.0 / info.fps if info.fps else 0.0)
-    if not error and done and info.duration and info.duration - duration > max(
-            CUT_OFF_S, CUT_OFF_SHARE * info.duration):  # ended quietly before its declared end
-        error = (f"the video ends after {duration:.1f} s of the {info.duration:.1f} s its "
-                 "header declares (cut off?)")
+    decoded = stats.get("decoded", 0)
+    ends_early = bool(not error and info.frames and decoded < info.frames - max(
+        2, ENDS_EARLY_SHARE * info.frames))  # ended quietly before the frames its header counts
+    if ends_early:
+        error = (f"the video ends after {decoded} of the {info.frames} frames its header "
+                 "counts (cut off?)")
     summary = {"source": Path(str(src)).name if isinstance(src, (str, Path)) else "upload",
                "video": {"width": info.width, "height": info.height, "fps": round(info.fps, 3),
                          "codec": info.codec, "rotation": info.rotation,
@@ -282,6 +286,8 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
                "files": [n for k, n in OUTPUT_FILES.items() if k != "video" or video]}
     if error:
         summary["error"] = error
+    if ends_early:
+        summary["ends_early"] = True
     with out.open(OUTPUT_FILES["chart"]) as fh:
         fh.write(chart_png(history, duration))
     with out.open(OUTPUT_FILES["summary"]) as fh:

@@ -38,7 +38,8 @@ class VideoError(ValueError):
 @dataclass(frozen=True)
 class VideoInfo:
     """What the container says: upright size, average frame rate, duration (s), codec,
-    clockwise display rotation (degrees)."""
+    clockwise display rotation (degrees), and the video stream's frame count where the header
+    records one (MP4/MOV and AVI do; None otherwise)."""
 
     width: int
     height: int
@@ -46,6 +47,7 @@ class VideoInfo:
     duration: float | None
     codec: str
     rotation: int
+    frames: int | None = None
 
 
 def _name(src: Source) -> str:
@@ -91,12 +93,14 @@ def probe(src: Source) -> VideoInfo:
         w, h = int(s.width), int(s.height)
         if cw in (90, 270):
             w, h = h, w
-        return VideoInfo(w, h, rate, duration, s.codec_context.name, cw)
+        return VideoInfo(w, h, rate, duration, s.codec_context.name, cw, int(s.frames) or None)
 
 
-def frames(src: Source, fps: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+def frames(src: Source, fps: float | None = None,
+           stats: dict[str, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """``(seconds since the first frame, upright BGR frame)`` for every frame, or with ``fps``
-    the first frame at or after each tick of a camera running at ``fps`` (by timestamp)."""
+    the first frame at or after each tick of a camera running at ``fps`` (by timestamp).
+    ``stats["decoded"]`` counts every frame decoded (yielded or skipped)."""
     import av
 
     if not isinstance(src, (str, Path)):
@@ -113,6 +117,8 @@ def frames(src: Source, fps: float | None = None) -> Iterator[tuple[float, np.nd
         last_t = -1.0
         try:
             for frame in container.decode(stream):
+                if stats is not None:
+                    stats["decoded"] = stats.get("decoded", 0) + 1
                 if frame.time is not None:
                     t = float(frame.time)
                 else:  # no timestamp: one nominal frame after the last
@@ -148,13 +154,14 @@ _SIGNATURES = ((4, b"ftyp", "mp4/mov"), (4, b"moov", "mp4/mov"), (4, b"mdat", "m
 
 #: ``ftyp`` brands of still images in the MP4 family (HEIC/HEIF and AVIF photos).
 _IMAGE_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
-                           b"msf1", b"avif", b"avis"})
+                           b"msf1", b"avif", b"avis", b"avci", b"avcs", b"miaf", b"MiHE",
+                           b"crx "})
 
 
 def container_kind(data: bytes) -> str | None:
     """The video container ``data`` starts like (``"mp4/mov"``, ``"mkv/webm"``, ``"avi"``,
     ``"flv"``), from its first bytes only, or None; a file that starts like one but that
-    :func:`is_video` refuses is malformed or cut off, not of another type. HEIC and AVIF
+    :func:`inspect` cannot open is malformed or cut off, not of another type. HEIC and AVIF
     photos share the MP4 box layout and are not videos."""
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
         return "avi"
@@ -166,13 +173,17 @@ def container_kind(data: bytes) -> str | None:
     return None
 
 
-def is_video(data_or_path: bytes | Source) -> bool:
-    """Whether FFmpeg finds a video stream in a container that is not a still image (FFmpeg
-    opens a JPEG or PNG as a one-frame "video"); cheap: opens the container only."""
+def inspect(data_or_path: bytes | Source) -> str:
+    """``"video"`` when FFmpeg finds a video stream in a container that is not a still image
+    (FFmpeg opens a JPEG or PNG as a one-frame "video"), ``"not-video"`` when it opens the
+    file and finds none (audio only, a photo), ``"unreadable"`` when it cannot open it; cheap:
+    opens the container only."""
     src: Source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
     try:
         with _open(src) as c:
             fmt = c.format.name
-            return bool(c.streams.video) and fmt != "image2" and not fmt.endswith("_pipe")
+            still = fmt == "image2" or fmt.endswith("_pipe")
+            return "video" if c.streams.video and not still else "not-video"
     except VideoError:
-        return False
+        return "unreadable"
+

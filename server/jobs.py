@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from core.analyze import OUTPUT_FILES, Outputs, analyze_video
-from core.video import VideoError, container_kind, is_video
+from core.video import VideoError, container_kind, inspect
 from server.config import ServerConfig
 from server.errors import INTERNAL
 from server.state import JOBS
@@ -103,7 +103,10 @@ class JobQueue:
             job.summary = await loop.run_in_executor(self.pool, self._analyze, job)
             job.status = "done"
             if "error" in job.summary:
-                job.error = "the video breaks off; what was analysed before is kept"
+                job.summary["error"] = job.summary["error"].removeprefix("upload: ")
+                job.error = ("the video ends before the frames its header counts (cut off?); "
+                             "what was analysed is kept" if job.summary.get("ends_early")
+                             else "the video breaks off; what was analysed before is kept")
         except Cancelled:
             job.status, job.error = "failed", "cancelled"
         except VideoError as exc:
@@ -148,21 +151,32 @@ def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
 
+class UploadError(ValueError):
+    """A request body that carries no usable upload (the message is for the client)."""
+
+
 async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
-    """The uploaded file, read in chunks up to ``limit`` bytes (HTTPRequestEntityTooLarge)."""
+    """The uploaded file, read in chunks up to ``limit`` bytes (HTTPRequestEntityTooLarge);
+    UploadError for a multipart body without a ``file`` field or one that cannot be parsed
+    (the parser's own text stays here: it can quote the client's bytes)."""
     name = "upload"
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        async for part in reader:
-            if getattr(part, "name", None) == "file":
-                name = getattr(part, "filename", None) or name
-                buf = bytearray()
-                while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
-                    buf += chunk
-                    if len(buf) > limit:
-                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(buf))
-                return name, bytes(buf)
-        raise ValueError("multipart body needs a field named 'file'")
+        try:
+            reader = await request.multipart()
+            async for part in reader:
+                if getattr(part, "name", None) == "file":
+                    name = getattr(part, "filename", None) or name
+                    buf = bytearray()
+                    while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
+                        buf += chunk
+                        if len(buf) > limit:
+                            raise web.HTTPRequestEntityTooLarge(max_size=limit,
+                                                                actual_size=len(buf))
+                    return name, bytes(buf)
+        except (ValueError, KeyError) as exc:  # no boundary, a broken part, ...
+            raise UploadError("malformed body: send the video as the raw body or the "
+                              "multipart field 'file'") from exc
+        raise UploadError("multipart body needs a field named 'file'")
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit,
                                             actual_size=request.content_length)
@@ -190,13 +204,14 @@ async def create_job(request: web.Request) -> web.Response:
         name, data = await _read_upload(request, cfg.max_upload_bytes)
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"video too large (at most {_size(cfg.max_upload_bytes)})")
-    except ValueError as exc:
+    except UploadError as exc:
         return _error(400, str(exc))
     if not data:
         return _error(400, "empty upload")
-    if not await asyncio.to_thread(is_video, data):
+    found = await asyncio.to_thread(inspect, data)
+    if found != "video":
         kind = container_kind(data)
-        if kind is not None:  # the right type, but its header or index is broken or missing
+        if found == "unreadable" and kind is not None:  # its header or index is broken/missing
             return _error(400, f"malformed or cut-off {kind} file: it cannot be read as video")
         return _error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
     if q.active() >= cfg.max_jobs:  # others were queued while this one uploaded

@@ -44,14 +44,20 @@ async def client_config(request: web.Request) -> web.Response:
                               "job_ttl_s": cfg.job_ttl_s})
 
 
+MALFORMED_BODY = "malformed body: send the image as the raw body or the multipart field 'image'"
+
+
 async def _read_image(request: web.Request) -> bytes:
     """The uploaded image: the raw body, or the multipart field ``image`` (ImageError if none)."""
     if not request.content_type.startswith("multipart/"):
         return await request.read()
-    reader = await request.multipart()
-    async for part in reader:
-        if getattr(part, "name", None) == "image":
-            return await part.read(decode=False)  # type: ignore[union-attr]
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if getattr(part, "name", None) == "image":
+                return await part.read(decode=False)  # type: ignore[union-attr]
+    except (ValueError, KeyError) as exc:  # no boundary, a broken part: the parser's text stays
+        raise ImageError(MALFORMED_BODY) from exc
     raise ImageError("multipart body needs a field named 'image'")
 
 
@@ -71,9 +77,6 @@ async def predict(request: web.Request) -> web.Response:
         return error(exc.status, str(exc))
     except CapacityError as exc:
         return error(503, str(exc))
-    except ValueError:  # a malformed multipart body
-        return error(400, "malformed body: send the image as the raw body or the multipart "
-                          "field 'image'")
     finally:
         gate.leave()
 

@@ -95,7 +95,7 @@ def _answer_text(text: str) -> dict | None:
     any other text an error message."""
     try:
         msg = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         msg = None
     kind = msg.get("type") if isinstance(msg, dict) else None
     if kind == "ping":

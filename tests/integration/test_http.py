@@ -189,6 +189,13 @@ async def test_predict_multipart_without_image_field(client):
     form.add_field("other", b"x", filename="x.bin")
     r = await client.post("/api/predict", data=form)
     assert r.status == 400
+    assert (await r.json())["error"] == "multipart body needs a field named 'image'"
+    for ctype, body in (("multipart/form-data", b"--x\r\n"),  # no boundary parameter
+                        ("multipart/form-data; boundary=x", b"garbage without parts")):
+        r = await client.post("/api/predict", data=body, headers={"Content-Type": ctype})
+        assert r.status == 400, await r.text()
+        assert (await r.json())["error"] == ("malformed body: send the image as the raw body "
+                                             "or the multipart field 'image'")
 
 
 @pytest.mark.parametrize("body", [

@@ -113,8 +113,11 @@ async def test_cut_off_and_corrupt_videos_say_so(aiohttp_client, video, tmp_path
     r = await client.post("/api/jobs", data=data[: len(data) * 6 // 10])
     state = await finished(client, (await r.json())["job"])
     assert state["status"] == "done" and 0 < state["summary"]["frames_analysed"] < 60
-    assert state["error"] == "the video breaks off; what was analysed before is kept"
-    assert "of the 4.0 s its header declares (cut off?)" in state["summary"]["error"]
+    assert state["error"] == ("the video ends before the frames its header counts (cut off?); "
+                              "what was analysed is kept")
+    assert state["summary"]["ends_early"] is True
+    assert state["summary"]["error"].startswith("the video ends after ")
+    assert state["summary"]["error"].endswith(" of the 60 frames its header counts (cut off?)")
     # the header intact, every byte of the frames scrambled: failed, in our words only
     at = video.index(b"mdat") - 4
     size = int.from_bytes(video[at:at + 4], "big")
@@ -125,6 +128,35 @@ async def test_cut_off_and_corrupt_videos_say_so(aiohttp_client, video, tmp_path
     state = await finished(client, (await r.json())["job"])
     assert state["status"] == "failed"
     assert state["error"] == "no decodable video frames (the video data is corrupt)"
+
+
+def silent_m4a(path) -> bytes:
+    """An audio-only MP4 (a voice memo): the MP4 box layout, no video stream."""
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=44100)
+        s.layout = "mono"
+        for i in range(20):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+            f.sample_rate, f.pts = 44100, i * 1024
+            for pkt in s.encode(f):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    return path.read_bytes()
+
+
+async def test_audio_only_and_malformed_multipart_are_refused_in_our_words(aiohttp_client,
+                                                                           tmp_path):
+    client = await client_for(aiohttp_client)
+    r = await client.post("/api/jobs", data=silent_m4a(tmp_path / "memo.m4a"))
+    assert r.status == 415 and "not a video" in (await r.json())["error"]
+    for ctype, body in (("multipart/form-data", b"--x\r\n"),  # no boundary parameter
+                        ("multipart/form-data; boundary=x", b"garbage without parts")):
+        r = await client.post("/api/jobs", data=body, headers={"Content-Type": ctype})
+        assert r.status == 400, await r.text()
+        assert (await r.json())["error"] == ("malformed body: send the video as the raw body "
+                                             "or the multipart field 'file'")
 
 
 async def test_too_large_is_413_and_a_full_queue_is_503(aiohttp_client, video):

@@ -64,7 +64,7 @@ async def test_stream_text_messages_get_a_pong_or_an_error(client):
     for text in ('{"type":"ping"}', '{ "type": "ping", "t": 1 }'):
         await ws.send_str(text)
         assert await ws.receive_json(timeout=5) == {"type": "pong"}
-    for text in ("hello there", '{"type":"bogus"}', "[1, 2, 3]"):
+    for text in ("hello there", '{"type":"bogus"}', "[1, 2, 3]", "[" * 100000):
         await ws.send_str(text)
         msg = await ws.receive_json(timeout=5)
         assert msg["type"] == "error" and msg["error"].startswith("unknown message"), text
