@@ -48,6 +48,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="when the server drops frames (overloaded), lengthen the reuse age up "
                         "to this many seconds; at or below --reuse-s it stays fixed "
                         "(default 0.3)")
+    p.add_argument("--no-shed-detect", dest="shed_detect", action="store_false",
+                   help="under sustained overload keep the configured live detector (default: "
+                        "switch live frames to the fast one until the load falls)")
     p.add_argument("--detect-workers", type=int, default=0,
                    help="threads for frame conversion + face detection (0: one per core)")
     p.add_argument("--infer-threads", type=int, default=0,
@@ -103,6 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
             detect_workers=args.detect_workers, infer_threads=args.infer_threads,
             detect_live_mode=args.detect_live_mode, detect_photo_mode=args.detect_photo_mode,
+            shed_detect=args.shed_detect,
             **({} if args.reuse_s is None else {"reuse_s": args.reuse_s}),
             **({} if args.reuse_max_s is None else {"reuse_max_s": args.reuse_max_s}),
             ice_servers=tuple(ice), turn_username=args.turn_username,
@@ -240,7 +244,7 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
         clf = load_classifier(args.model, args.backend)
         out = run(args.clips, clf, args.fps or None, filt, grid=args.grid,
                   reuse_s=args.reuse_s, reuse_grid=args.reuse_grid,
-                  compare_fer=args.compare_fer)
+                  compare_fer=args.compare_fer, detect_mode=args.detect_mode)
     except (ClipError, ModelError, ValueError, FerMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -619,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--reuse-s", type=float, default=DEFAULT_REUSE_S,
                     help="reuse a tracked face's probabilities for this many seconds before "
                          "classifying it again (the server's plan; 0: every frame)")
+    ev.add_argument("--detect-mode", choices=["fast", "live", "accurate"], default="live",
+                    help="live detector of the replay (default live, the server's; fast: what "
+                         "an overloaded server sheds to, with --reuse-s 0.3)")
     ev.add_argument("--reuse-grid", action="store_true",
                     help="also compare reuse ages and pick one by the stated rule")
     ev.add_argument("--grid", action="store_true",

@@ -400,6 +400,9 @@ class LiveResult:
     #: server's reuse age at the end of the window (server.adapt).
     reused: float = 0.0
     reuse_s: float = 0.0
+    #: Share of the processed frames detected with the fast detector (the server shedding
+    #: detection under overload, server.adapt).
+    shed: float = 0.0
 
     @property
     def total_fps(self) -> float:
@@ -462,7 +465,8 @@ async def live_run(server: Server, http, video: Path, n: int, seconds: float,
         faces_per_result=sum(len(m["faces"]) for w in wins for m in w) / max(1, nres),
         errors=sum(len(c.errors) for c in clients),
         reused=d("facedapps_faces_reused_total") / max(1.0, d("facedapps_faces_total")),
-        reuse_s=m1.get("facedapps_reuse_seconds", 0.0))
+        reuse_s=m1.get("facedapps_reuse_seconds", 0.0),
+        shed=d("facedapps_frames_shed_total") / max(1.0, d("facedapps_frames_processed_total")))
 
 
 async def wait_sessions_closed(server: Server, http, timeout: float = 20.0) -> None:
@@ -503,11 +507,12 @@ def live_table(results: Sequence[LiveResult], isolated_fps: float) -> str:
                      fmt(r.server_cpu, 0) + "%", fmt(r.cpu_ms_per_frame, 2),
                      fmt(r.cpu_ms_per_client_s, 0), fmt(r.client_cpu, 0) + "%",
                      fmt(100 * r.total_fps / isolated_fps, 0) + "%",
-                     fmt(100 * r.reused, 0) + "%", fmt(r.reuse_s, 3)])
+                     fmt(100 * r.reused, 0) + "%", fmt(r.reuse_s, 3),
+                     fmt(100 * r.shed, 0) + "%"])
     return table(["clients", "fps/client min", "mean", "total fps", "p50 ms", "p95 ms",
                   "recv fps", "dropped", "drop %", "batch", "faces", "server CPU",
                   "CPU ms/frame", "CPU ms/client-s", "client CPU", "vs isolated",
-                  "faces reused", "reuse s at end"], rows)
+                  "faces reused", "reuse s at end", "shed"], rows)
 
 
 def cpu_model() -> str:
@@ -681,7 +686,8 @@ def main(args: argparse.Namespace) -> int:
             "ms/client-s: server CPU per second of one client's video; vs isolated: total fps "
             "/ isolated pipeline fps; faces reused: share of faces given their track's last "
             "probabilities instead of a classifier call; reuse s at end: the server's "
-            "load-adaptive reuse age when the window closed",
+            "load-adaptive reuse age when the window closed; shed: share of processed frames "
+            "detected with the fast detector (overload)",
             *overhead_lines(live, pipeline)]) + "\n")
     if live_on and getattr(args, "threads_sweep", False):
         n = max(counts)

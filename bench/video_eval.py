@@ -495,19 +495,19 @@ def grid_table(results: Sequence[dict], chosen: dict | None) -> str:
 
 def run(clips_dir: str, classifier: Any, fps: float | None, filt: FilterConfig,
         grid: bool = False, reuse_s: float = 0.0, reuse_grid: bool = False,
-        compare_fer: str | None = None) -> dict:
+        compare_fer: str | None = None, detect_mode: str = "live") -> dict:
     """Observe every clip once, then evaluate ``filt`` (and, with ``grid``, every filter of
     :data:`GRID`; with ``reuse_grid``, every reuse age of :data:`REUSE_GRID`; with
     ``compare_fer`` (``"tflite"`` or ``"hdf5"``), the ``fer`` package's model on the same
-    frames, :func:`compare`). Returns ``{"result": ..., "grid": [...], "chosen": ...,
-    "reuse": [...], "fer": ...}``."""
+    frames, :func:`compare`; ``detect_mode``: the live detector mode, core.faces). Returns
+    ``{"result": ..., "grid": [...], "chosen": ..., "reuse": [...], "fer": ...}``."""
     clips = read_clips(clips_dir)
     baseline = None
     if compare_fer:
         from bench.fer_baseline import FerBaseline
 
         baseline = FerBaseline(compare_fer)  # FerMissing before any clip is decoded
-    pipeline = FacePipeline()
+    pipeline = FacePipeline(mode=detect_mode)
     obs = []
     for clip in clips:
         o = observe(clip, pipeline, classifier, fps, baseline)

@@ -778,6 +778,11 @@ class FrameScan:
         self._base: list[Detection] = []
         self._found: dict[int, list[Detection]] = {}
 
+    def reset(self) -> None:
+        """Forget what earlier frames found (the stream's frames went another way meanwhile):
+        the next frame starts a new cycle and carries nothing."""
+        self._size = None
+
     def detect(self, bgr: np.ndarray) -> tuple[list[Detection], list[bool]]:
         """This frame's faces (largest first) and, per face, whether it was carried from an
         earlier frame (False: detected in this one)."""

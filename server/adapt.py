@@ -9,16 +9,31 @@ configured age holds (full quality); under overload each tracked face is classif
 every ``cap_s`` seconds and the saved classifier work goes to more frames.
 New faces are always classified at once (``core.tracker.FaceTracker.start_frame``).
 
+With ``shed`` there is one more step: when the age is at its cap and a window still drops more
+than ``high``, live frames *shed* detection cost (``shedding``: the server detects with the
+``fast`` selfie-range detector, about half the cost of ``live`` at 640x480, and small or
+distant faces go unseen) until the frames offered fall below ``RESTORE_SHARE`` of the rate at
+which shedding began (clients left), in a window that drops less than ``low``; only then does
+the age come down again. Restoring on the offered load, not on drops, keeps a steady overload
+from switching detectors back and forth.
+
 Measured effects: README, "Real-video evaluation" (accuracy by reuse age) and "Speed".
 """
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
 
 #: The longest reuse age the server moves to under load, by default (seconds): the step after
 #: the default 0.2 s in the dev-clip grid (README): the same clips right, frame accuracy 0.527
 #: vs 0.520, but a median reaction of 0.78 s, over the 0.7 s the default must meet; acceptable
 #: only as the overloaded mode.
 DEFAULT_REUSE_MAX_S = 0.3
+#: Shedding ends when the frames offered per second fall below this share of the rate at which
+#: it began.
+RESTORE_SHARE = 0.75
 
 
 class AdaptiveReuse:
@@ -26,7 +41,7 @@ class AdaptiveReuse:
 
     def __init__(self, floor_s: float = 0.0, cap_s: float = DEFAULT_REUSE_MAX_S,
                  window_s: float = 1.0, high: float = 0.10, low: float = 0.02,
-                 steps: int = 4, min_frames: int = 10) -> None:
+                 steps: int = 4, min_frames: int = 10, shed: bool = False) -> None:
         if floor_s < 0 or cap_s < 0:
             raise ValueError("reuse ages must be >= 0")
         if window_s <= 0 or not 0 <= low < high <= 1 or steps < 1:
@@ -38,6 +53,10 @@ class AdaptiveReuse:
         self.step_s = (self.cap_s - self.floor_s) / steps
         self.min_frames = int(min_frames)
         self.level_s = self.floor_s
+        #: Whether the shedding step exists, and whether live frames shed detection now.
+        self.shed = bool(shed)
+        self.shedding = False
+        self._shed_rate = 0.0
         self._t0: float | None = None
         self._received = 0
         self._dropped = 0
@@ -62,8 +81,21 @@ class AdaptiveReuse:
             self._t0 = now
         elif now - self._t0 >= self.window_s:
             share = self._dropped / self._received if self._received else 0.0
+            rate = self._received / (now - self._t0)
             if self._received >= self.min_frames and share > self.high:
-                self.level_s = min(self.cap_s, round(self.level_s + self.step_s, 9))
+                if self.level_s < self.cap_s:
+                    self.level_s = min(self.cap_s, round(self.level_s + self.step_s, 9))
+                elif self.shed:
+                    if not self.shedding:
+                        log.info("overload: live frames use the fast detector (%.0f frames/s "
+                                 "offered, %.0f%% dropped)", rate, 100 * share)
+                    self._shed_rate = max(self._shed_rate, rate) if self.shedding else rate
+                    self.shedding = True
+            elif share < self.low and self.shedding:
+                if rate < RESTORE_SHARE * self._shed_rate:
+                    log.info("load down to %.0f frames/s: live frames use the configured "
+                             "detector again", rate)
+                    self.shedding, self._shed_rate = False, 0.0
             elif share < self.low:  # every whole window since the last close counts (idle)
                 windows = int((now - self._t0) // self.window_s)
                 self.level_s = max(self.floor_s,

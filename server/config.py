@@ -33,6 +33,9 @@ class ServerConfig:
     #: Under load (sessions' frames being dropped) the reuse age grows up to this (seconds);
     #: at or below ``reuse_s`` it stays fixed. See ``server.adapt``.
     reuse_max_s: float = DEFAULT_REUSE_MAX_S
+    #: Under sustained overload (the reuse age at its cap, frames still dropped) live frames
+    #: use the ``fast`` detector until the load falls (``server.adapt``); False: never.
+    shed_detect: bool = True
     #: Batcher: most faces waiting for the classifier; beyond it a frame or upload is refused
     #: (a per-frame error, or 503) instead of queued without bound.
     max_queued_faces: int = 256

@@ -37,11 +37,13 @@ class Engine:
                  max_pixels: int = 4096 * 4096,
                  pools: Sequence[ThreadPoolExecutor] = (), reuse_s: float = 0.0,
                  photo_pipeline: FacePipeline | None = None,
-                 reuse_max_s: float | None = None) -> None:
+                 reuse_max_s: float | None = None,
+                 overload_pipeline: FacePipeline | None = None) -> None:
         """``pipeline`` detects in live frames, ``photo_pipeline`` (default: the same) in
         uploaded images (their detector modes: ``ServerConfig.detect_live_mode`` and
         ``detect_photo_mode``). Sessions reuse a tracked face's probabilities for ``reuse_s``
-        seconds, more under load up to ``reuse_max_s`` (default: ``reuse_s``, fixed); see
+        seconds, more under load up to ``reuse_max_s`` (default: ``reuse_s``, fixed); past that,
+        live frames go to ``overload_pipeline`` (when given) while the load lasts; see
         :mod:`server.adapt`."""
         self.pipeline = pipeline
         self.photo_pipeline = photo_pipeline or pipeline
@@ -52,7 +54,9 @@ class Engine:
         self.max_pixels = max_pixels
         #: How long sessions reuse a tracked face's probabilities now (``ServerConfig.reuse_s``
         #: when idle, up to ``reuse_max_s`` when frames are being dropped).
-        self.reuse = AdaptiveReuse(reuse_s, reuse_s if reuse_max_s is None else reuse_max_s)
+        self.overload_pipeline = overload_pipeline
+        self.reuse = AdaptiveReuse(reuse_s, reuse_s if reuse_max_s is None else reuse_max_s,
+                                   shed=overload_pipeline is not None)
         metrics.reuse_seconds.set_function(lambda: self.reuse.level_s)
         self._pools = list(pools)
 
@@ -72,11 +76,20 @@ class Engine:
         return cls(FacePipeline(mode=cfg.detect_live_mode), detect_pool, batcher, metrics,
                    publish, cfg.max_pixels, pools=[detect_pool, *infer_pools],
                    reuse_s=cfg.reuse_s, reuse_max_s=cfg.reuse_max_s,
-                   photo_pipeline=FacePipeline(mode=cfg.detect_photo_mode))
+                   photo_pipeline=FacePipeline(mode=cfg.detect_photo_mode),
+                   overload_pipeline=FacePipeline(mode="fast")
+                   if cfg.shed_detect and cfg.detect_live_mode != "fast" else None)
 
     def detector_modes(self) -> dict[str, str]:
-        """The detector mode of live frames and of uploaded photos (for ``/healthz``)."""
-        return {"live": self.pipeline.mode, "photo": self.photo_pipeline.mode}
+        """The detector mode of live frames (configured, and in use now) and of uploaded
+        photos (for ``/healthz``)."""
+        return {"live": self.pipeline.mode, "photo": self.photo_pipeline.mode,
+                "live_now": self._live_pipeline().mode}
+
+    def _live_pipeline(self) -> FacePipeline:
+        if self.overload_pipeline is not None and self.reuse.shedding:
+            return self.overload_pipeline
+        return self.pipeline
 
     async def close(self) -> None:
         """Stop the batchers (failing what is queued), then join the pools off the loop."""
@@ -86,6 +99,12 @@ class Engine:
 
     def _faces(self, to_bgr: Callable[[Any], np.ndarray], frame: Any,
                scan: FrameScan | None) -> FrameFaces:
+        pipeline = self._live_pipeline()
+        if pipeline is not self.pipeline:  # shedding: one cheap whole-frame pass, no scan
+            self.metrics.frames_shed.inc()
+            if scan is not None:
+                scan.reset()  # its kept faces would be stale when the scan resumes
+            return pipeline.faces(to_bgr(frame))
         return self.pipeline.faces(to_bgr(frame), scan)
 
     def scanner(self) -> FrameScan:

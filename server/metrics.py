@@ -23,6 +23,9 @@ class Metrics:
         self.faces_reused = Counter("facedapps_faces_reused_total",
                                     "Faces whose last probabilities were reused instead of "
                                     "classifying them again", registry=r)
+        self.frames_shed = Counter("facedapps_frames_shed_total",
+                                   "Live frames detected with the fast detector because the "
+                                   "server was overloaded", registry=r)
         self.reuse_seconds = Gauge("facedapps_reuse_seconds",
                                    "How long a tracked face's probabilities are reused now "
                                    "(grows when frames are dropped)", registry=r)

@@ -82,12 +82,14 @@ async def predict(request: web.Request) -> web.Response:
 
 
 def _detector_modes(request: web.Request) -> dict[str, str]:
-    """``{"live": mode, "photo": mode}``: the face detector modes in use (see core.faces)."""
+    """``{"live": mode, "photo": mode, "live_now": mode}``: the face detector modes configured
+    and the one live frames use now (``fast`` while overloaded; see core.faces, server.adapt)."""
     engine = request.app.get(ENGINE)
     if engine is not None:
         return engine.detector_modes()
     cfg = request.app[CONFIG]
-    return {"live": cfg.detect_live_mode, "photo": cfg.detect_photo_mode}
+    return {"live": cfg.detect_live_mode, "photo": cfg.detect_photo_mode,
+            "live_now": cfg.detect_live_mode}
 
 
 def _reuse(request: web.Request) -> dict:

@@ -39,11 +39,13 @@ def test_quick_bench_prints_every_section(tmp_path):
     header = next(i for i, line in enumerate(live) if line.startswith("clients"))
     row = live[header + 2].split()
     assert row[0] == "1" and float(row[1]) > 0, live[header:header + 3]
-    # ... and the classification plan's columns: the share of faces reused and the server's
-    # load-adaptive reuse age (between --reuse-s 0.2 and --reuse-max-s 0.3 by default).
+    # ... and the load-adaptive columns: the share of faces reused, the server's reuse age
+    # (between --reuse-s 0.2 and --reuse-max-s 0.3 by default), and the share of frames shed
+    # to the fast detector (none with one client).
     assert "faces reused" in live[header], live[header]
-    assert live[header].rstrip().endswith("reuse s at end"), live[header]
-    assert row[-2].endswith("%") and 0.2 <= float(row[-1]) <= 0.3, row
+    assert live[header].rstrip().endswith("reuse s at end  shed"), live[header]
+    assert row[-3].endswith("%") and 0.2 <= float(row[-2]) <= 0.3, row
+    assert row[-1] == "0%", row
     assert "Traceback" not in r.stderr
 
 

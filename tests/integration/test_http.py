@@ -33,7 +33,8 @@ async def test_healthz_and_metrics(client):
     assert r.status == 200
     assert body == {"status": "ok", "model": "fake", "backend": "fake", "device": "CPU",
                     "infer_threads": None, "detect_workers": ServerConfig().detect_workers
-                    or os.cpu_count(), "detector": {"live": "live", "photo": "accurate"},
+                    or os.cpu_count(),
+                    "detector": {"live": "live", "photo": "accurate", "live_now": "live"},
                     "reuse_s": 0.2, "reuse_max_s": 0.3, "sessions": 0}
     r = await client.get("/metrics")
     text = await r.text()

@@ -62,6 +62,26 @@ def test_evaluate_video_reports_each_clip_and_overall(clips, capsys):
     assert res["filter"].startswith("ema")  # the server's default filter
 
 
+def test_the_overload_detector_can_be_replayed(clips, capsys, monkeypatch):
+    """``--detect-mode fast`` replays the clips through the detector an overloaded server
+    sheds to (the close face is still found)."""
+    from core.pipeline import FacePipeline
+
+    modes = []
+    real = FacePipeline.__init__
+
+    def spy(self, *a, **kw):
+        modes.append(kw.get("mode"))
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(FacePipeline, "__init__", spy)
+    assert main(["evaluate-video", "--clips", str(clips), "--json", "--fps", "10",
+                 "--detect-mode", "fast", "--reuse-s", "0.3"]) == 0
+    res = json.loads(capsys.readouterr().out)["result"]
+    assert modes == ["fast"] and res["reuse_s"] == 0.3
+    assert all(c["frames"] >= 14 for c in res["clips"])
+
+
 def test_native_frame_rate_keeps_every_frame(clips, capsys):
     assert main(["evaluate-video", "--clips", str(clips), "--json", "--fps", "0"]) == 0
     res = json.loads(capsys.readouterr().out)["result"]

@@ -159,3 +159,37 @@ async def test_stream_small_faces_are_found_by_the_live_scan_and_keep_their_ids(
         assert earlier <= later
     assert set().union(*seen) == seen[-1]
     await ws.close()
+
+
+async def test_under_sustained_overload_live_frames_shed_the_scan(client):
+    """While the server sheds detection (server.adapt: the reuse age at its cap and frames still
+    dropped), live frames take one fast whole-frame pass: a close face is still found, the 40 px
+    faces the scan would find are not, and /healthz says which detector is in use."""
+    from server.state import ENGINE
+    from tests.detection_scenes import face_grid
+
+    engine = client.app[ENGINE]
+    assert engine.overload_pipeline is not None and engine.overload_pipeline.mode == "fast"
+    engine.reuse.shedding = True  # as after an overload (the controller: tests/unit/test_adapt)
+    health = await (await client.get("/healthz")).json()
+    assert health["detector"] == {"live": "live", "photo": "accurate", "live_now": "fast"}
+    ws = await client.ws_connect("/ws/stream")
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    frame, box = face_frame(2)
+    await ws.send_bytes(jpeg(frame))
+    msg = await ws.receive_json(timeout=10)
+    assert [iou(f["box"], box) > 0.3 for f in msg["faces"]] == [True]
+    small, _ = face_grid([40] * 12, 640, 480, cols=4)
+    for _ in range(6):
+        await ws.send_bytes(jpeg(small))
+        assert (await ws.receive_json(timeout=10))["faces"] == []
+    assert "facedapps_frames_shed_total 7.0" in await (await client.get("/metrics")).text()
+    engine.reuse.shedding = False  # the load fell: the scan starts a new cycle
+    found = 0
+    for _ in range(14):
+        await ws.send_bytes(jpeg(small))
+        found = len((await ws.receive_json(timeout=10))["faces"])
+    assert found >= 3
+    health = await (await client.get("/healthz")).json()
+    assert health["detector"]["live_now"] == "live"
+    await ws.close()

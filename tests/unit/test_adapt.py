@@ -74,3 +74,32 @@ def test_cap_at_or_below_the_floor_is_fixed():
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError):
         AdaptiveReuse(**kw)
+
+
+def test_shedding_comes_after_the_cap_and_ends_only_when_the_load_falls():
+    r = AdaptiveReuse(0.0, 0.1, window_s=1.0, steps=2, shed=True)
+    t = feed(r, 0.0, 2, 200, 0.5)  # two overloaded windows: the age reaches its cap
+    assert r.value(t) == pytest.approx(0.1) and not r.shedding
+    t = feed(r, t, 1, 200, 0.5)  # still dropping at the cap: shed detection
+    r.value(t + 0.001)
+    assert r.shedding
+    t = feed(r, t + 0.001, 5, 200, 0.0)  # same load, nothing dropped now: keep shedding
+    assert r.shedding and r.value(t) == pytest.approx(0.1)
+    t = feed(r, t, 2, 160, 0.0)  # 80% of the load: still above three quarters
+    assert r.shedding
+    t = feed(r, t, 2, 140, 0.0)  # 70%: clients left; shedding ends first ...
+    assert not r.shedding
+    t = feed(r, t, 10, 140, 0.0)  # ... then the age comes down
+    assert r.value(t) == 0.0
+    quiet = AdaptiveReuse(0.0, 0.1, window_s=1.0, steps=2)  # without shed: never
+    feed(quiet, 0.0, 10, 200, 0.5)
+    assert not quiet.shedding
+
+
+def test_an_idle_spell_ends_shedding():
+    r = AdaptiveReuse(0.0, 0.1, window_s=1.0, steps=1, shed=True)
+    t = feed(r, 0.0, 3, 200, 0.5)
+    r.value(t + 0.001)
+    assert r.shedding
+    r.value(t + 30.0)  # nobody sent anything for 30 s: the rate in that window is ~0
+    assert not r.shedding
