@@ -8,6 +8,7 @@ import pytest
 
 from server.app import create_app
 from server.config import ServerConfig
+from server.state import ENGINE
 from tests.detection_scenes import face_grid, found
 from tests.helpers import FakeClassifier
 
@@ -49,7 +50,8 @@ async def test_healthz_reports_the_detector_modes(aiohttp_client):
     client = await aiohttp_client(create_app(ServerConfig(detect_live_mode="fast"),
                                              classifier=FakeClassifier()))
     body = await (await client.get("/healthz")).json()
-    assert body["detector"] == {"live": "fast", "photo": "accurate"}
+    assert body["detector"] == {"live": "fast", "photo": "accurate", "live_now": "fast"}
+    assert client.app[ENGINE].overload_pipeline is None  # already fast: nothing to shed to
 
 
 def test_unknown_modes_are_refused():
