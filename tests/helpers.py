@@ -68,6 +68,16 @@ def iou(a, b) -> float:
     return inter / float(aw * ah + bw * bh - inter)
 
 
+async def assert_malformed_multipart_refused(client, path: str, message: str) -> None:
+    """A multipart body without a boundary, and one whose parts cannot be parsed, get 400 with
+    ``message`` (ours, not the parser's)."""
+    for ctype, body in (("multipart/form-data", b"--x\r\n"),  # no boundary parameter
+                        ("multipart/form-data; boundary=x", b"garbage without parts")):
+        r = await client.post(path, data=body, headers={"Content-Type": ctype})
+        assert r.status == 400, await r.text()
+        assert (await r.json())["error"] == message
+
+
 async def wait_for(pred, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
     """Poll ``pred()`` until truthy, or fail after ``timeout`` seconds (never sleeps blindly)."""
     deadline = time.monotonic() + timeout
@@ -86,10 +96,12 @@ HAPPY = next(i for i, n in enumerate(sorted(p.name for p in FACES_DIR.glob("*.jp
 
 
 def write_video(path: Path, codec: str = "libx264", fmt: str | None = None, seconds: float = 1.2,
-                fps: int = 15, size: tuple[int, int] = (320, 240)) -> Path:
-    """One real face drifting on grey, encoded with ``codec`` into ``path``'s container."""
+                fps: int = 15, size: tuple[int, int] = (320, 240),
+                options: dict[str, str] | None = None) -> Path:
+    """One real face drifting on grey, encoded with ``codec`` into ``path``'s container
+    (``options``: the muxer's, e.g. ``{"movflags": "faststart"}`` for an MP4 index first)."""
     w, h = size
-    with av.open(str(path), "w", format=fmt) as out:
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
         s = out.add_stream(codec, rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         for k in range(int(seconds * fps)):

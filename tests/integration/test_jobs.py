@@ -14,7 +14,13 @@ import pytest
 from server.app import create_app
 from server.config import ServerConfig
 from server.state import JOBS
-from tests.helpers import FakeClassifier, face_frame, wait_for, write_video
+from tests.helpers import (
+    FakeClassifier,
+    assert_malformed_multipart_refused,
+    face_frame,
+    wait_for,
+    write_video,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,20 +93,6 @@ async def test_bad_uploads_are_refused_clearly(aiohttp_client, body, status, tex
     assert r.status == 415  # a photo goes to /api/predict, not here
 
 
-def index_first_mp4(path, frames: int = 60) -> bytes:
-    """An MP4 with its index (moov) before the frames, as phones and web exports write it."""
-    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
-        s = out.add_stream("libx264", rate=15)
-        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
-        for k in range(frames):
-            img, _ = face_frame(0, x=80 + k % 8, y=40, side=140, size=(320, 240))
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
-    return path.read_bytes()
-
-
 async def test_cut_off_and_corrupt_videos_say_so(aiohttp_client, video, tmp_path):
     client = await client_for(aiohttp_client)
     # an MP4 whose index was at its end, cut off: the right type, unreadable -> 400, not 415
@@ -109,7 +101,8 @@ async def test_cut_off_and_corrupt_videos_say_so(aiohttp_client, video, tmp_path
     assert (await r.json())["error"] == ("malformed or cut-off mp4/mov file: it cannot be read "
                                          "as video")
     # index first, cut off: analysed as far as it goes, and the job says the video ends early
-    data = index_first_mp4(tmp_path / "f.mp4")
+    data = write_video(tmp_path / "f.mp4", seconds=4.0,  # 60 frames, the index (moov) first
+                       options={"movflags": "faststart"}).read_bytes()
     r = await client.post("/api/jobs", data=data[: len(data) * 6 // 10])
     state = await finished(client, (await r.json())["job"])
     assert state["status"] == "done" and 0 < state["summary"]["frames_analysed"] < 60
@@ -151,12 +144,9 @@ async def test_audio_only_and_malformed_multipart_are_refused_in_our_words(aioht
     client = await client_for(aiohttp_client)
     r = await client.post("/api/jobs", data=silent_m4a(tmp_path / "memo.m4a"))
     assert r.status == 415 and "not a video" in (await r.json())["error"]
-    for ctype, body in (("multipart/form-data", b"--x\r\n"),  # no boundary parameter
-                        ("multipart/form-data; boundary=x", b"garbage without parts")):
-        r = await client.post("/api/jobs", data=body, headers={"Content-Type": ctype})
-        assert r.status == 400, await r.text()
-        assert (await r.json())["error"] == ("malformed body: send the video as the raw body "
-                                             "or the multipart field 'file'")
+    await assert_malformed_multipart_refused(
+        client, "/api/jobs",
+        "malformed body: send the video as the raw body or the multipart field 'file'")
 
 
 async def test_too_large_is_413_and_a_full_queue_is_503(aiohttp_client, video):
