@@ -322,7 +322,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{f}: {summary['frames_analysed']} frames, {summary['duration_s']:.1f} s; "
               f"faces: {faces} -> {out.folder}")
         if "error" in summary:
-            print(f"error: {summary['error']} (what was analysed is kept)", file=sys.stderr)
+            print(f"error: {f}: {summary['error']} (what was analysed is kept)",
+                  file=sys.stderr)
             rc = 1
     return rc
 

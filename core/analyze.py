@@ -265,7 +265,7 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     except VideoError as exc:
         if exc.frames == 0 and done == 0:
             raise
-        error = str(exc)
+        error = exc.reason
     finally:
         csv_fh.close()
         jsonl_fh.close()

@@ -26,11 +26,15 @@ Source = str | Path | BinaryIO
 
 
 class VideoError(ValueError):
-    """A file that cannot be read as video, or that breaks off (``frames`` read before it);
-    ``detail``: the decoder's own message, for logs."""
+    """A file that cannot be read as video, or that breaks off (``frames`` read before it).
+    ``reason``: what is wrong, without the file's name; ``source``: the file's name ("upload"
+    for an in-memory file), which ``str()`` puts first; ``detail``: the decoder's own message,
+    for logs (never shown to clients)."""
 
-    def __init__(self, message: str, frames: int = 0, detail: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, reason: str, source: str = "", frames: int = 0, detail: str = "") -> None:
+        super().__init__(f"{source}: {reason}" if source else reason)
+        self.reason = reason
+        self.source = source
         self.frames = frames
         self.detail = detail
 
@@ -60,7 +64,7 @@ def _open(src: Source) -> Any:
     try:
         return av.open(src if not isinstance(src, Path) else str(src))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise VideoError(f"{_name(src)}: cannot open as video", detail=str(exc)) from None
+        raise VideoError("cannot open as video", _name(src), detail=str(exc)) from None
 
 
 def clockwise(frame: Any) -> int:
@@ -79,7 +83,7 @@ def probe(src: Source) -> VideoInfo:
         src.seek(0)
     with _open(src) as c:
         if not c.streams.video:
-            raise VideoError(f"{_name(src)}: no video stream")
+            raise VideoError("no video stream", _name(src))
         s = c.streams.video[0]
         rate = float(s.average_rate or s.guessed_rate or 0.0)
         duration = (float(s.duration * s.time_base) if s.duration and s.time_base
@@ -109,7 +113,7 @@ def frames(src: Source, fps: float | None = None,
     n = 0
     with container:
         if not container.streams.video:
-            raise VideoError(f"{_name(src)}: no video stream")
+            raise VideoError("no video stream", _name(src))
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         t0: float | None = None
@@ -138,12 +142,12 @@ def frames(src: Source, fps: float | None = None,
                 yield t, upright(frame.to_ndarray(format="bgr24"), clockwise(frame))
         except av.error.FFmpegError as exc:
             if n == 0:
-                raise VideoError(f"{_name(src)}: no decodable video frames (the video data is "
-                                 "corrupt)", detail=str(exc)) from None
-            raise VideoError(f"{_name(src)}: the video breaks off after {n} frames", frames=n,
+                raise VideoError("no decodable video frames (the video data is corrupt)",
+                                 _name(src), detail=str(exc)) from None
+            raise VideoError(f"the video breaks off after {n} frames", _name(src), frames=n,
                              detail=str(exc)) from None
     if n == 0:
-        raise VideoError(f"{_name(src)}: no decodable video frames")
+        raise VideoError("no decodable video frames", _name(src))
 
 
 #: Leading bytes of the containers :func:`container_kind` names.

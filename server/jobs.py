@@ -103,7 +103,6 @@ class JobQueue:
             job.summary = await loop.run_in_executor(self.pool, self._analyze, job)
             job.status = "done"
             if "error" in job.summary:
-                job.summary["error"] = job.summary["error"].removeprefix("upload: ")
                 job.error = ("the video ends before the frames its header counts (cut off?); "
                              "what was analysed is kept" if job.summary.get("ends_early")
                              else "the video breaks off; what was analysed before is kept")
@@ -111,7 +110,7 @@ class JobQueue:
             job.status, job.error = "failed", "cancelled"
         except VideoError as exc:
             log.info("job %s: %s (%s)", job.id, exc, exc.detail or "no detail")
-            job.status, job.error = "failed", str(exc).replace("upload: ", "")
+            job.status, job.error = "failed", exc.reason
         except Exception:  # the top of a job: log it whole, tell the client a fixed message
             log.exception("job %s failed", job.id)
             job.status, job.error = "failed", INTERNAL.replace("frame", "video")

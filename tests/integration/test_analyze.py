@@ -16,6 +16,7 @@ import pytest
 from bench.face_video import face_frame
 from core.analyze import CSV_HEADER, OUTPUT_FILES
 from core.preprocess import LABELS
+from core.video import VideoError
 from run import main
 from tests.helpers import HAPPY, write_video
 
@@ -128,7 +129,7 @@ def test_broken_files_are_one_clear_line_and_a_nonzero_exit(tmp_path, capsys, ma
     make(bad)
     assert main(["analyze", str(bad), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert f"error: {bad}: {message}" in err and "Traceback" not in err
 
 
 def test_a_video_that_breaks_off_keeps_what_was_analysed(tmp_path, capsys):
@@ -144,6 +145,32 @@ def test_a_video_that_breaks_off_keeps_what_was_analysed(tmp_path, capsys):
     rows = (out / "frames.csv").read_text().splitlines()
     assert len(rows) - 1 == sum(f["frames"] for f in summary["faces"])  # rows were kept
     assert rc in (0, 1) and "Traceback" not in capsys.readouterr().err
+
+
+def test_a_decoder_error_midway_keeps_the_frames_before_it(tmp_path, capsys, monkeypatch):
+    # FFmpeg's decoders step over the damage a test can make (above), so the decoder's error
+    # after some frames (what core.video.frames raises then) is injected here
+    import core.analyze
+
+    src = write_video(tmp_path / "c.mp4", "libx264", seconds=2.0)
+    real = core.analyze.frames
+
+    def breaking(path, *args, **kwargs):
+        for i, item in enumerate(real(path, *args, **kwargs)):
+            if i == 12:
+                raise VideoError("the video breaks off after 12 frames", str(path), frames=12,
+                                 detail="Invalid data found when processing input")
+            yield item
+
+    monkeypatch.setattr(core.analyze, "frames", breaking)
+    out = tmp_path / "out"
+    assert main(["analyze", str(src), "--out", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_analysed"] == 12 and summary["faces"]
+    assert summary["error"] == "the video breaks off after 12 frames"  # no path, no FFmpeg text
+    assert len((out / "frames.csv").read_text().splitlines()) == 13
+    err = capsys.readouterr().err
+    assert f"error: {src}: the video breaks off after 12 frames (what was analysed is kept)" in err
 
 
 def test_photos_and_folders(tmp_path, capsys):
