@@ -280,10 +280,35 @@ def _progress_bar(name: str):
     return show
 
 
+def _os_error(exc: OSError) -> str:
+    """``Permission denied: out/frames.csv``: an OSError in one line, without the errno."""
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
+def _rate(text: str) -> float:
+    """An argparse type: frames per second, a finite number >= 0 (0: every frame)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0.0 and value != float("inf")):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: every frame), not {text!r}")
+    return value
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from core.analyze import Outputs, analyze_image, analyze_video, inputs, is_image
+    from core.analyze import (
+        OUTPUT_FILES,
+        Outputs,
+        analyze_image,
+        analyze_video,
+        inputs,
+        is_image,
+        output_stems,
+    )
     from core.errors import ImageError, ModelError
+    from core.pipeline import LOCAL_MAX_PIXELS
     from core.runtimes import load_classifier
     from core.video import VideoError
 
@@ -291,25 +316,42 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"error: {path}: no such file or folder", file=sys.stderr)
         return 2
+    out_root = Path(args.out)
+    if out_root.exists() and not out_root.is_dir():
+        print(f"error: --out {out_root} is a file, not a folder", file=sys.stderr)
+        return 2
+    files = list(inputs(path))
+    if path.is_dir():
+        skipped = sum(1 for q in path.iterdir() if q.is_dir() and not q.name.startswith("."))
+        if skipped:
+            print(f"note: {skipped} subfolder(s) of {path} skipped (folders are not searched "
+                  "recursively)", file=sys.stderr)
+        if not files:
+            print(f"error: {path}: no files to analyse", file=sys.stderr)
+            return 1
     try:
         clf = load_classifier(args.model, args.backend)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out_root = Path(args.out)
     rc = 0
-    images = Outputs(out_root) if path.is_dir() else None
-    for f in inputs(path):
+    stems = output_stems(files)
+    for f in files:
         if is_image(f):
             try:
-                res = analyze_image(f.read_bytes(), clf, images or Outputs(out_root), f.name)
-            except (ImageError, OSError) as exc:
+                res = analyze_image(f.read_bytes(), clf, Outputs(out_root), f.name,
+                                    max_pixels=LOCAL_MAX_PIXELS, stem=stems[f])
+            except ImageError as exc:
                 print(f"error: {f}: {exc}", file=sys.stderr)
                 rc = 1
                 continue
-            print(f"{f}: {len(res['faces'])} faces -> {out_root}/{f.stem}.json")
+            except OSError as exc:  # reading the photo or writing its results
+                print(f"error: {f}: {_os_error(exc)}", file=sys.stderr)
+                rc = 1
+                continue
+            print(f"{f}: {len(res['faces'])} faces -> {out_root / stems[f]}.json")
             continue
-        out = Outputs(out_root / f.stem if path.is_dir() else out_root)
+        out = Outputs(out_root / stems[f] if path.is_dir() else out_root)
         try:
             summary = analyze_video(f, clf, out, fps=args.fps or None,
                                     annotate=not args.no_video, progress=_progress_bar(f.name))
@@ -317,6 +359,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             rc = 1
             continue
+        except OSError as exc:  # the results cannot be written
+            print(f"error: {f}: {_os_error(exc)}", file=sys.stderr)
+            rc = 1
+            continue
+        if args.no_video and out.folder is not None:  # no earlier run's video beside new results
+            (out.folder / OUTPUT_FILES["video"]).unlink(missing_ok=True)
         faces = ", ".join(f"#{x['id']} {x['dominant']} ({x['frames']} frames)"
                           for x in summary["faces"]) or "no face"
         print(f"{f}: {summary['frames_analysed']} frames, {summary['duration_s']:.1f} s; "
@@ -333,17 +381,23 @@ def cmd_stream(args: argparse.Namespace) -> int:
     import signal
 
     from core.video import VideoError
-    from streamer.client import ResultWriter, StreamConfig, StreamError, run
+    from streamer.client import ResultWriter, StreamConfig, StreamError, check_writable, run
 
     try:
-        cfg = StreamConfig(server=args.server.rstrip("/"), video=args.video, camera=args.camera,
+        cfg = StreamConfig(server=args.server, video=args.video, camera=args.camera,
                            token=args.token or None, basic_auth=args.basic_auth or None,
                            transport=args.transport, fps=args.fps)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = open(args.csv, "w", newline="", encoding="utf-8") if args.csv else sys.stdout
-    writer = ResultWriter(out, "csv" if args.csv else "jsonl")
+    if args.csv:
+        try:
+            check_writable(args.csv)
+        except ValueError as exc:
+            print(f"error: cannot write --csv {args.csv}: {exc}", file=sys.stderr)
+            return 2
+    # a --csv file is opened (truncated) at the first result: a failed connection keeps it
+    writer = ResultWriter(args.csv or sys.stdout, "csv" if args.csv else "jsonl")
 
     async def main_async() -> str:
         stop = asyncio.Event()
@@ -354,20 +408,21 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     try:
         transport = asyncio.run(main_async())
-    except (StreamError, VideoError) as exc:
+        writer.open()  # a clean end with no results still leaves a CSV header
+    except (StreamError, VideoError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if args.csv:
-            out.close()
+        writer.close()
     print(f"{writer.results} results over {transport}", file=sys.stderr)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
+    from core.analyze import is_image
     from core.errors import ImageError, ModelError
-    from core.pipeline import FacePipeline, decode_image
+    from core.pipeline import LOCAL_MAX_PIXELS, FacePipeline, decode_image
     from core.runtimes import load_classifier
 
     try:
@@ -377,9 +432,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 2
     pipe = FacePipeline(mode="accurate")  # photos: small and distant faces too (core.faces)
     rc = 0
-    for path in args.images:
+    paths = []
+    for path in args.images:  # a folder stands for its photos (not searched recursively)
+        folder = Path(path)
+        paths += (sorted(str(p) for p in folder.iterdir() if p.is_file() and is_image(p))
+                  if folder.is_dir() else [path])
+    for path in paths:
         try:
-            img = decode_image(Path(path).read_bytes())
+            img = decode_image(Path(path).read_bytes(), LOCAL_MAX_PIXELS)
             faces = pipe.classify_image(img, clf, detect=args.detect)
             print(json.dumps({"image": path, "width": int(img.shape[1]),
                               "height": int(img.shape[0]), "faces": faces}))
@@ -609,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder with labels.csv (file,label) and the clips")
     ev.add_argument("--model", default=str(DEFAULT_MODEL))
     ev.add_argument("--backend", default="auto")
-    ev.add_argument("--fps", type=float, default=15.0,
+    ev.add_argument("--fps", type=_rate, default=15.0,
                     help="frames per second kept (by timestamp; 0: every frame); default 15, "
                          "what the page asks a webcam for")
     ev.add_argument("--filter", choices=["hmm", "ema"], default=DEFAULT_KIND)
@@ -644,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "frame CSV/JSON lines, annotated MP4, expression chart, summary")
     an.add_argument("path", help="a video file, an image, or a folder of either")
     an.add_argument("--out", default="analysis", help="output folder (default: analysis/)")
-    an.add_argument("--fps", type=float, default=0.0,
+    an.add_argument("--fps", type=_rate, default=0.0,
                     help="analyse at most this many frames per second (by timestamp; default "
                          "0: every frame)")
     an.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
@@ -654,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stream", help="send a video file or a camera to a server (WebRTC, "
                         "else WebSocket) and print the results as JSON lines or CSV")
-    st.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8080")
+    st.add_argument("--server", required=True, help="http(s)://HOST:PORT, e.g. "
+                    "http://127.0.0.1:8080 (a bare HOST:PORT means http://)")
     src = st.add_mutually_exclusive_group(required=True)
     src.add_argument("--video", help="a video file (sent at its own pace)")
     src.add_argument("--camera", help="a camera: V4L2 device number N (/dev/videoN) or path")
@@ -669,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(fn=cmd_stream)
 
     pr = sub.add_parser("predict", help="classify the faces in image files")
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("images", nargs="+", help="JPEG, PNG or WebP files, or folders of them")
     pr.add_argument("--model", default=str(DEFAULT_MODEL))
     pr.add_argument("--backend", default="auto")
     pr.add_argument("--detect", choices=["auto", "always", "never"], default="auto")

@@ -4,7 +4,7 @@
 // so all of it is unit-tested in Node (tests/client/analyze.test.mjs); analyzer.js does the rest.
 //
 // Routes (see docs/interface.md):
-//   POST /api/predict              raw JPEG/PNG -> {"width","height","faces":[{box,label,score,scores}]}
+//   POST /api/predict              raw JPEG/PNG/WebP -> {"width","height","faces":[{box,label,score,scores}]}
 //   POST /api/jobs                 multipart field "file" -> 202 {"job","name","status","progress"}
 //   GET  /api/jobs/{id}            {"job","name","status","progress","error"?,"summary"?,"files"?}
 //   GET  /api/jobs/{id}/{file}     annotated.mp4, chart.png, frames.csv, frames.jsonl, summary.json
@@ -18,8 +18,8 @@ export const POLL_MS = 500;
 /** Job states after which nothing changes any more. */
 export const FINISHED = Object.freeze(["done", "failed"]);
 
-const PHOTO_EXT = ["jpg", "jpeg", "jfif", "pjpeg", "pjp", "png"];
-const IMAGE_EXT = [...PHOTO_EXT, "webp", "gif", "bmp", "heic", "heif", "avif", "tif", "tiff"];
+const PHOTO_EXT = ["jpg", "jpeg", "jfif", "pjpeg", "pjp", "png", "webp"];
+const IMAGE_EXT = [...PHOTO_EXT, "gif", "bmp", "heic", "heif", "avif", "tif", "tiff"];
 const VIDEO_EXT = ["mp4", "m4v", "mov", "qt", "webm", "mkv", "avi", "flv", "mpg", "mpeg", "ts",
                    "3gp", "ogv", "wmv"];
 
@@ -32,7 +32,7 @@ export function extensionOf(name) {
 
 /**
  * "photo", "video" or null (neither) for a File-like `{name, type}`: by MIME type when the
- * browser gives one, otherwise by extension. Image types other than JPEG/PNG still count as a
+ * browser gives one, otherwise by extension. Image types other than JPEG/PNG/WebP still count as a
  * photo: the server answers those with its own 415 message, which the page shows.
  */
 export function fileKind(file) {
@@ -50,7 +50,8 @@ export function fileKind(file) {
 export function photoContentType(file) {
   const type = String((file && file.type) || "").toLowerCase();
   if (type.startsWith("image/")) return type;
-  return extensionOf(file && file.name) === "png" ? "image/png" : "image/jpeg";
+  const ext = extensionOf(file && file.name);
+  return ext === "png" ? "image/png" : ext === "webp" ? "image/webp" : "image/jpeg";
 }
 
 /** Size for people: "830 B", "12.4 kB", "3.1 MB". */

@@ -23,7 +23,7 @@ import { errorField } from "./net.js";
 /** Consecutive failed polls (network errors) before the page gives up on a job. */
 export const MAX_POLL_FAILURES = 5;
 
-const NOT_SUPPORTED = "is neither a photo nor a video: choose a JPEG or PNG photo, or a video "
+const NOT_SUPPORTED = "is neither a photo nor a video: choose a JPEG, PNG or WebP photo, or a video "
   + "(mp4, mov, webm, mkv, avi).";
 
 function initialState() {

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: The files of one analysed video.
 OUTPUT_FILES = {"csv": "frames.csv", "jsonl": "frames.jsonl", "video": "annotated.mp4",
                 "chart": "chart.png", "summary": "summary.json"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: BGR colours of the labels (the page's, client/labels.js), and of uncertain faces.
 COLORS = {"angry": (80, 83, 239), "disgust": (106, 187, 102), "fear": (188, 71, 171),
           "happy": (79, 213, 255), "sad": (245, 165, 66), "surprise": (38, 167, 255),
@@ -60,20 +60,38 @@ class _KeptBuffer(io.BytesIO):
 
 
 class Outputs:
-    """Where the files go: a folder, or memory (``folder=None``; read back with :meth:`get`)."""
+    """Where the files go: a folder, or memory (``folder=None``; read back with :meth:`get`).
+    The folder is made when the first file is opened (OSError if it cannot be)."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.files: dict[str, io.BytesIO] = {}
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        self._written: list[str] = []
+        self._made = False
 
     def open(self, name: str) -> BinaryIO:
         if self.folder is not None:
-            return open(self.folder / name, "wb")
+            if not self.folder.is_dir():
+                self.folder.mkdir(parents=True)
+                self._made = True
+            fh = open(self.folder / name, "wb")
+            self._written.append(name)
+            return fh
         buf = _KeptBuffer()
         self.files[name] = buf
         return buf
+
+    def discard(self) -> None:
+        """Remove the files written so far (and the folder, if this made it and it is empty):
+        nothing usable came of them."""
+        if self.folder is None:
+            self.files.clear()
+            return
+        for name in self._written:
+            (self.folder / name).unlink(missing_ok=True)
+        self._written.clear()
+        if self._made and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
     def get(self, name: str) -> bytes:
         if self.folder is not None:
@@ -264,6 +282,9 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
                 progress(min(1.0, t / info.duration))
     except VideoError as exc:
         if exc.frames == 0 and done == 0:
+            csv_fh.close()
+            jsonl_fh.close()
+            out.discard()  # header-only files would look like a video without faces
             raise
         error = exc.reason
     finally:
@@ -272,6 +293,8 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
         if video is not None:
             video.close()
     duration = t_last + (1.0 / fps if fps else 1.0 / info.fps if info.fps else 0.0)
+    if info.duration:  # a sparse --fps: the last frame stands for the rest, not past the end
+        duration = min(duration, max(info.duration, t_last))
     decoded = stats.get("decoded", 0)
     ends_early = bool(not error and info.frames and decoded < info.frames - max(
         2, ENDS_EARLY_SHARE * info.frames))  # ended quietly before the frames its header counts
@@ -298,16 +321,18 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
 
 
 def analyze_image(data: bytes, classifier: Any, out: Outputs | None, name: str = "image",
-                  pipeline: FacePipeline | None = None, max_pixels: int = 4096 * 4096) -> dict:
-    """Every face of one JPEG/PNG: ``{"image", "width", "height", "faces"}``; with ``out``,
-    also ``<name>.json`` and an annotated ``<name>.annotated.png``. ImageError if unusable."""
+                  pipeline: FacePipeline | None = None, max_pixels: int = 4096 * 4096,
+                  stem: str | None = None) -> dict:
+    """Every face of one JPEG/PNG/WebP image: ``{"image", "width", "height", "faces"}``; with
+    ``out``, also ``<stem>.json`` and an annotated ``<stem>.annotated.png`` (``stem``: default
+    ``name`` without its extension). ImageError if unusable."""
     img = decode_image(data, max_pixels)
     pipeline = pipeline or FacePipeline(mode="accurate")  # a photo: every face, as /api/predict
     faces = pipeline.classify_image(img, classifier)
     result = {"image": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
               "faces": faces}
     if out is not None:
-        stem = Path(name).stem
+        stem = stem or Path(name).stem
         with out.open(f"{stem}.json") as fh:
             fh.write((json.dumps(result, indent=2) + "\n").encode("utf-8"))
         ok, png = cv2.imencode(".png", draw_faces(img, faces))
@@ -323,6 +348,14 @@ def inputs(path: str | Path) -> Iterator[Path]:
         yield from sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
     else:
         yield p
+
+
+def output_stems(files: Sequence[Path]) -> dict[Path, str]:
+    """The name each file's outputs get: its stem (``a.mp4`` -> ``a``), or its whole name where
+    two files share a stem (``same.jpg`` and ``same.png`` -> ``same.jpg``, ``same.png``), so that
+    no file's results overwrite another's."""
+    count = Counter(f.stem for f in files)
+    return {f: f.stem if count[f.stem] == 1 else f.name for f in files}
 
 
 def is_image(path: Path) -> bool:

@@ -6,7 +6,7 @@ class ModelError(RuntimeError):
 
 
 class ImageError(ValueError):
-    """An uploaded or streamed image is not a usable JPEG/PNG.
+    """An uploaded or streamed image is not a usable JPEG/PNG/WebP image.
 
     ``status`` is the HTTP status an upload answers with (400, 413 or 415); the message is
     written for the person who sent the image.

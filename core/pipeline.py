@@ -23,11 +23,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def image_kind(data: bytes) -> str | None:
-    """``"jpeg"``, ``"png"`` or None, from the magic bytes."""
+    """``"jpeg"``, ``"png"``, ``"webp"`` or None, from the magic bytes."""
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
     if data.startswith(PNG_MAGIC):
         return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     return None
 
 
@@ -38,9 +40,15 @@ MIN_IMAGE_SIDE = 24
 BLANK_RANGE = 4.0
 
 
+#: The pixel limit for photos read from the user's own disk (``run.py predict``/``analyze``):
+#: a 48-megapixel phone photo (8000x6000) fits. The server's limit is lower
+#: (``ServerConfig.max_pixels``, 4096x4096).
+LOCAL_MAX_PIXELS = 8192 * 8192
+
+
 def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
-    """Decode a JPEG or PNG into BGR, refusing other types, oversized images and images with a
-    side under :data:`MIN_IMAGE_SIDE`.
+    """Decode a JPEG, PNG or WebP image into BGR, refusing other types, oversized images and
+    images with a side under :data:`MIN_IMAGE_SIDE`.
 
     The size is read from the header before any pixel is decoded (decompression bombs).
     """
@@ -48,7 +56,7 @@ def decode_image(data: bytes, max_pixels: int = 4096 * 4096) -> np.ndarray:
         raise ImageError("empty image")
     kind = image_kind(data)
     if kind is None:
-        raise ImageError("only JPEG and PNG images are accepted", status=415)
+        raise ImageError("only JPEG, PNG and WebP images are accepted", status=415)
     from PIL import Image
 
     try:

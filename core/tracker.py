@@ -46,6 +46,8 @@ DEFAULT_MAX_MISSED = 5
 CENTER_GATE = 0.5
 #: ... and the gate widens by this much per missed frame (the prediction gets less certain).
 CENTER_GATE_PER_MISS = 0.25
+#: Both are for frames this far apart (15 fps) or closer; with frames further apart (a video
+#: analysed at ``--fps 5``) the gate grows in proportion, as faces move further between them.
 #: Matched boxes differ in area by at most this factor (a face's side does not double).
 MAX_AREA_RATIO = 4.0
 #: Weight of the EMA on velocity: new measurement vs previous estimate.
@@ -200,7 +202,8 @@ class FaceTracker:
             return FramePlan(t, list(range(n)), dets, [], [None] * n)
         with self._lock:
             ta = self._advanced(t)
-            by_det = {di: self._tracks[ti] for ti, di in self._associate(ta, dets, flags)}
+            by_det = {di: self._tracks[ti] for ti, di in
+                      self._associate(ta, dets, flags, self._gate_scale(ta))}
             keep, reuse = [], []
             for i in range(len(dets)):
                 tr = by_det.get(i)
@@ -253,8 +256,9 @@ class FaceTracker:
         dets = _int_boxes(boxes)
         carried = _flags(carried, n)
         with self._lock:
+            scale = self._gate_scale(self._advanced(float(t)))
             t = self._clock(float(t))
-            matches = self._associate(t, dets, carried)
+            matches = self._associate(t, dets, carried, scale)
             out: list[TrackedFace | None] = [None] * n
             matched = set()
             for ti, di in matches:
@@ -306,20 +310,26 @@ class FaceTracker:
         self._last_t = t = self._advanced(t)
         return t
 
-    def _associate(self, t: float, dets: list[Box], carried: Sequence[bool] | None = None
-                   ) -> list[tuple[int, int]]:
+    def _gate_scale(self, t: float) -> float:
+        """How much wider the centre gate is for a frame at ``t`` (advanced, not yet clocked):
+        its time since the previous frame in 15 fps frames, at least 1."""
+        return 1.0 if self._last_t is None else max(1.0, (t - self._last_t) / NOMINAL_DT)
+
+    def _associate(self, t: float, dets: list[Box], carried: Sequence[bool] | None = None,
+                   gate_scale: float = 1.0) -> list[tuple[int, int]]:
         """Matches ``(track, detection)``: the fresh detections first, then the carried ones
         with the tracks still unmatched."""
         if carried is None:
-            return self._match(t, dets, range(len(dets)), range(len(self._tracks)))
+            return self._match(t, dets, range(len(dets)), range(len(self._tracks)), gate_scale)
         fresh = [i for i in range(len(dets)) if not carried[i]]
-        first = self._match(t, dets, fresh, range(len(self._tracks)))
+        first = self._match(t, dets, fresh, range(len(self._tracks)), gate_scale)
         taken = {ti for ti, _ in first}
         rest = [ti for ti in range(len(self._tracks)) if ti not in taken]
-        return first + self._match(t, dets, [i for i in range(len(dets)) if carried[i]], rest)
+        return first + self._match(t, dets, [i for i in range(len(dets)) if carried[i]], rest,
+                                   gate_scale)
 
     def _match(self, t: float, dets: list[Box], det_idx: Sequence[int],
-               track_idx: Sequence[int]) -> list[tuple[int, int]]:
+               track_idx: Sequence[int], gate_scale: float = 1.0) -> list[tuple[int, int]]:
         if not track_idx or not det_idx:
             return []
         pairs = []
@@ -329,7 +339,7 @@ class FaceTracker:
             px, py = pcx - tr.w / 2.0, pcy - tr.h / 2.0
             size = math.sqrt(tr.w * tr.h)
             area = tr.w * tr.h
-            gate = CENTER_GATE + CENTER_GATE_PER_MISS * tr.missed
+            gate = (CENTER_GATE + CENTER_GATE_PER_MISS * tr.missed) * gate_scale
             for di in det_idx:
                 x, y, w, h = dets[di]
                 w, h = max(w, 1), max(h, 1)

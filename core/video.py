@@ -104,8 +104,12 @@ def frames(src: Source, fps: float | None = None,
            stats: dict[str, int] | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """``(seconds since the first frame, upright BGR frame)`` for every frame, or with ``fps``
     the first frame at or after each tick of a camera running at ``fps`` (by timestamp).
-    ``stats["decoded"]`` counts every frame decoded (yielded or skipped)."""
+    ``stats["decoded"]`` counts every frame decoded (yielded or skipped). ValueError for an
+    ``fps`` that is negative or not finite."""
     import av
+
+    if fps is not None and not (0.0 <= fps < float("inf")):
+        raise ValueError(f"fps must be a finite number >= 0, not {fps}")
 
     if not isinstance(src, (str, Path)):
         src.seek(0)

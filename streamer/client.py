@@ -5,6 +5,8 @@ Like the page: WebRTC first (aiortc; the video track and a ``results`` data chan
 carries no UDP), JPEG frames over ``/ws/stream`` instead. The access token goes as ``?token=``
 on every request, basic auth (for an ngrok demo) as the ``Authorization`` header. A file is
 sent at its own pace and the client ends after its last result; a camera streams until Ctrl-C.
+A connection that breaks after the stream started raises :class:`ConnectionLost` (the results
+so far are kept), unlike the end of the file or ``stop``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import asyncio
 import csv
 import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,6 +35,44 @@ CSV_HEADER = ["session", "frame", "latency_ms", "face_id", "x", "y", "w", "h", "
 
 class StreamError(RuntimeError):
     """The server refused the stream or cannot be reached (one clear line for the CLI)."""
+
+
+class ConnectionLost(StreamError):
+    """The connection to the server broke after the stream had started."""
+
+
+#: A bare ``HOST:PORT`` (``127.0.0.1:8080``, ``localhost:8080``, ``[::1]:8080``): http:// is meant.
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")
+
+
+def server_url(text: str) -> str:
+    """``http(s)://HOST[:PORT][/PREFIX]`` without a trailing slash; a bare ``HOST:PORT`` gets
+    ``http://``; ValueError for anything else (``ws://``, no host, a query)."""
+    url = text.strip().rstrip("/")
+    if "://" not in url and _HOST_PORT.fullmatch(url):
+        url = "http://" + url
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok
+            or parts.query or parts.fragment):
+        raise ValueError(f"--server must be http://HOST:PORT or https://HOST (got {text!r})")
+    return url
+
+
+def check_writable(path: str) -> None:
+    """ValueError (one line) when ``path`` cannot be written as a file; creates and truncates
+    nothing."""
+    full = os.path.abspath(path)
+    parent = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise ValueError("is a directory")
+    if not os.path.isdir(parent):
+        raise ValueError(f"no such directory: {parent}")
+    if not os.access(full if os.path.exists(full) else parent, os.W_OK):
+        raise ValueError("permission denied")
 
 
 @dataclass(frozen=True)
@@ -53,6 +96,7 @@ class StreamConfig:
     drain_s: float = 1.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "server", server_url(self.server))
         if (self.video is None) == (self.camera is None):
             raise ValueError("give exactly one of --video FILE and --camera N")
         if self.transport not in ("auto", "webrtc", "ws"):
@@ -64,22 +108,46 @@ class StreamConfig:
 
 
 class ResultWriter:
-    """Writes result messages as JSON lines, or as CSV rows (one per face)."""
+    """Writes result messages as JSON lines, or as CSV rows (one per face). ``out`` is a stream,
+    or a file path opened (and truncated) only at the first result or :meth:`open`, so a stream
+    that never starts leaves an existing file as it was; :meth:`close` closes that file."""
 
-    def __init__(self, out: TextIO, fmt: str = "jsonl") -> None:
-        self.out = out
+    def __init__(self, out: TextIO | str, fmt: str = "jsonl") -> None:
         self.fmt = fmt
         self.results = 0
-        self._csv = csv.writer(out) if fmt == "csv" else None
-        if self._csv is not None:
+        self._path = out if isinstance(out, str) else None
+        self.out: TextIO | None = None
+        self._csv: Any = None
+        if not isinstance(out, str):
+            self._start(out)
+
+    def _start(self, out: TextIO) -> TextIO:
+        self.out = out
+        if self.fmt == "csv":
+            self._csv = csv.writer(out)
             self._csv.writerow(CSV_HEADER)
+            out.flush()
+        return out
+
+    def open(self) -> TextIO:
+        """The output, opened now if it is a path not opened yet (a CSV gets its header)."""
+        if self.out is not None:
+            return self.out
+        assert self._path is not None
+        return self._start(open(self._path, "w", newline="", encoding="utf-8"))
+
+    def close(self) -> None:
+        """Close the file this writer opened (never a stream it was given)."""
+        if self._path is not None and self.out is not None:
+            self.out.close()
 
     def write(self, msg: dict) -> None:
         if msg.get("type") != "result":
             return
+        out = self.open()
         self.results += 1
         if self._csv is None:
-            self.out.write(json.dumps(msg, separators=(",", ":")) + "\n")
+            out.write(json.dumps(msg, separators=(",", ":")) + "\n")
         else:
             for f in msg.get("faces", []):
                 scores = f.get("scores", {})
@@ -87,7 +155,7 @@ class ResultWriter:
                                     f.get("id"), *f.get("box", [None] * 4), f.get("label"),
                                     f.get("score"), int(bool(f.get("uncertain"))),
                                     *(scores.get(lab) for lab in LABELS)])
-        self.out.flush()
+        out.flush()
 
 
 def _auth(cfg: StreamConfig) -> aiohttp.BasicAuth | None:
@@ -116,47 +184,86 @@ def _player(cfg: StreamConfig) -> Any:
         raise StreamError(f"cannot open {cfg.video or cfg.camera}: {exc}") from None
 
 
-async def _error_text(r: aiohttp.ClientResponse) -> str:
+async def _refusal(r: aiohttp.ClientResponse) -> str:
+    """``403 Forbidden``, with the server's text when the body is ``{"error": ...}`` (never an
+    HTML page)."""
+    status = f"{r.status} {r.reason or ''}".strip()
     try:
-        return str((await r.json()).get("error"))
-    except (aiohttp.ContentTypeError, ValueError):
-        return (await r.text())[:200]
+        body = await r.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):  # not JSON (an HTML error page), or cut off
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        return f"{status}: {body['error']}"
+    return status
+
+
+def check_video(path: str) -> None:
+    """StreamError unless ``path`` is a video file with a decodable frame (an image, an audio
+    file or a video without frames would stream nothing)."""
+    from core.video import VideoError, frames, inspect
+
+    if not os.path.isfile(path):
+        raise StreamError(f"{path}: no such file")
+    kind = inspect(path)
+    if kind != "video":
+        raise StreamError(f"{path}: no video frames (" + ("cannot open as video)"
+                          if kind == "unreadable" else "not a video file)"))
+    try:
+        for _ in frames(path):  # one frame is enough (frames() raises when there is none)
+            break
+    except VideoError:
+        raise StreamError(f"{path}: no video frames (no decodable frame)") from None
 
 
 async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
                         on_message: Callable[[dict], None], stop: asyncio.Event) -> bool:
     """Stream over WebRTC until the source ends or ``stop``; False when it did not connect
-    within ``webrtc_timeout_s`` (the caller may fall back)."""
+    within ``webrtc_timeout_s`` (the caller may fall back); :class:`ConnectionLost` when the
+    connection fails or the server closes it before the source ends."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     player = _player(cfg)
     if player.video is None:
         raise StreamError(f"{cfg.video or cfg.camera}: no video stream")
     pc = RTCPeerConnection()
-    connected, ended = asyncio.Event(), asyncio.Event()
+    connected = asyncio.Event()
+    #: "ended" (the source) or "lost" (the connection), whichever comes first.
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def finish(why: str) -> None:
+        if not outcome.done():
+            outcome.set_result(why)
+
     channel = pc.createDataChannel("results")
     channel.on("message", lambda m: on_message(json.loads(m)) if isinstance(m, str) else None)
-    pc.addTrack(player.video)
+    sender = pc.addTrack(player.video)
 
     @pc.on("connectionstatechange")
     def on_state() -> None:
         if pc.connectionState == "connected":
             connected.set()
-        elif pc.connectionState in ("failed", "closed"):
-            ended.set()
+        elif pc.connectionState in ("failed", "closed") and connected.is_set():
+            finish("lost")
 
     @player.video.on("ended")
     def on_ended() -> None:
-        ended.set()
+        # aiortc's sender also stops the track when the connection closes under it
+        up = pc.connectionState == "connected" and sender.transport.state == "connected"
+        finish("ended" if up else "lost")
 
     try:
         await pc.setLocalDescription(await pc.createOffer())
         body = {"sdp": pc.localDescription.sdp, "type": "offer"}
         async with http.post(cfg.server + "/offer", json=body, params=_params(cfg)) as r:
             if r.status != 200:
-                raise StreamError(f"the server refused the stream: {r.status} "
-                                  f"{await _error_text(r)}")
-            answer = await r.json()
+                raise StreamError(f"the server refused the stream: {await _refusal(r)}")
+            try:
+                answer = await r.json(content_type=None)
+            except ValueError:
+                answer = None
+        if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str):
+            raise StreamError(f"{cfg.server}/offer did not answer with a session description "
+                              "(is it a facedapps server?)")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         try:
             await asyncio.wait_for(connected.wait(), cfg.webrtc_timeout_s)
@@ -164,14 +271,17 @@ async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
             log.info("WebRTC did not connect within %.0f s", cfg.webrtc_timeout_s)
             return False
         log.info("streaming over WebRTC (session %s)", answer.get("session"))
-        waiters = [asyncio.ensure_future(e.wait()) for e in (ended, stop)]
+        stopped = asyncio.ensure_future(stop.wait())
+        waiters: list[asyncio.Future[Any]] = [outcome, stopped]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for w in waiters:
-                w.cancel()
-        if ended.is_set() and not stop.is_set():
-            await _drain(cfg, stop)
+            stopped.cancel()
+        if stop.is_set():
+            return True
+        if outcome.result() == "lost":
+            raise ConnectionLost()
+        await _drain(cfg, stop)
         return True
     finally:
         await pc.close()
@@ -202,7 +312,8 @@ def _jpeg_frames(cfg: StreamConfig):
 
 async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
                     on_message: Callable[[dict], None], stop: asyncio.Event) -> None:
-    """Stream a file over ``/ws/stream`` at ``cfg.fps``, paced by the frames' timestamps."""
+    """Stream a file over ``/ws/stream`` at ``cfg.fps``, paced by the frames' timestamps;
+    :class:`ConnectionLost` when the socket closes before the file ends."""
     url = cfg.server.replace("http", "ws", 1) + "/ws/stream"
     try:
         ws = await http.ws_connect(url, params=_params(cfg), heartbeat=20)
@@ -228,7 +339,12 @@ async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
                 delay = t0 + t - time.monotonic()
                 if delay > 0:  # the file's own pace, as a camera would send it
                     await asyncio.sleep(delay)
-                await ws.send_bytes(jpg)
+                try:
+                    await ws.send_bytes(jpg)
+                except aiohttp.ClientConnectionError:
+                    raise ConnectionLost() from None
+            if reader.done() and not stop.is_set():  # the server closed the socket
+                raise ConnectionLost()
             if not stop.is_set():
                 await _drain(cfg, stop)
         finally:
@@ -239,6 +355,8 @@ async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
 async def run(cfg: StreamConfig, writer: ResultWriter, stop: asyncio.Event | None = None) -> str:
     """Stream until the source ends or ``stop`` is set; returns the transport used."""
     stop = stop or asyncio.Event()
+    if cfg.video is not None:
+        check_video(cfg.video)  # before connecting: an image or an empty video streams nothing
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
     async with aiohttp.ClientSession(auth=_auth(cfg), timeout=timeout) as http:
         try:
@@ -251,5 +369,8 @@ async def run(cfg: StreamConfig, writer: ResultWriter, stop: asyncio.Event | Non
                 log.warning("WebRTC did not connect; using the WebSocket fallback")
             await stream_ws(cfg, http, writer.write, stop)
             return "ws"
+        except ConnectionLost:
+            raise ConnectionLost(f"the connection to the server was lost after {writer.results} "
+                                 "results") from None
         except aiohttp.ClientConnectionError as exc:
             raise StreamError(f"cannot reach {cfg.server}: {exc}") from None

@@ -26,7 +26,7 @@ from core.preprocess import INPUT_SIZE, LABELS, preprocess_face
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "val", "val": "val",
                  "valid": "val", "test": "test", "testing": "test"}
 FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -79,11 +79,39 @@ def _iter_entries(path: Path) -> Iterator[tuple[PurePosixPath, Callable[[], byte
         raise DatasetError(f"{path}: expected a dataset folder or a .zip of one")
 
 
+#: EXIF orientation (2-8) -> the flips/rotations that show the image upright.
+_EXIF_UPRIGHT: dict[int, tuple[int | None, int | None]] = {
+    2: (1, None), 3: (None, cv2.ROTATE_180), 4: (0, None),
+    5: (1, cv2.ROTATE_90_COUNTERCLOCKWISE), 6: (None, cv2.ROTATE_90_CLOCKWISE),
+    7: (1, cv2.ROTATE_90_CLOCKWISE), 8: (None, cv2.ROTATE_90_COUNTERCLOCKWISE)}
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag of an image (1: upright, also when there is none)."""
+    if b"exif" not in data[:65536].lower():  # cheap: most dataset images carry no EXIF
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block: take the pixels as stored
+        return 1
+
+
 def _decode(data: bytes, name: str) -> np.ndarray | None:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    """The image's pixels, upright as its EXIF orientation says (as a photo viewer, and
+    ``POST /api/predict``, show it); None, with a warning, for an empty or unreadable file."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None:
-        log.warning("skipping %s: not a readable image", name)
+        log.warning("skipping %s: %s", name, "an empty file" if not data else
+                    "not a readable image")
         return None
+    flip, rotate = _EXIF_UPRIGHT.get(_exif_orientation(data), (None, None))
+    if flip is not None:
+        img = cv2.flip(img, flip)
+    if rotate is not None:
+        img = cv2.rotate(img, rotate)
     if img.dtype == np.uint16:  # 16-bit PNG: keep the high byte rather than saturating
         img = (img // 257).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -117,6 +145,7 @@ def read_samples(
     csv_found = False
     # One pipeline for the whole dataset; its detector is made when an image first needs it.
     pipeline = FacePipeline(detector)  # type: ignore[arg-type]
+    skipped: list[str] = []
     for rel, read in _iter_entries(path):
         if rel.name.lower().endswith(".csv") and "fer2013" in rel.name.lower():
             csv_found = True
@@ -127,6 +156,8 @@ def read_samples(
             continue
         where = _classify_path(rel)
         if where is None:
+            if not any(p.lower().startswith(("__macosx", ".")) for p in rel.parts):
+                skipped.append(str(rel))
             continue
         split, label = where
         img = _decode(read(), str(rel))
@@ -139,6 +170,10 @@ def read_samples(
             continue
         g[0].append(face)
         g[1].append(label)
+    if skipped:
+        log.warning("%s: %d file(s) skipped: not an image (%s) directly in a folder named after "
+                    "a class (%s), e.g. %s", path, len(skipped), ", ".join(sorted(IMAGE_EXTS)),
+                    ", ".join(LABELS), ", ".join(skipped[:3]))
     if not groups:
         raise DatasetError(
             f"{path}: no labelled images found; expected [split/]<class>/<image> with classes "

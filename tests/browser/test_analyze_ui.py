@@ -262,7 +262,7 @@ def test_a_new_file_replaces_and_deletes_the_previous_job(server, page, files):
 
 @pytest.mark.parametrize("key, message", [
     ("bad_video", "not a video this server can read"),  # the server's 415 text
-    ("bad_photo", "only JPEG and PNG images are accepted"),  # the server's 415 text
+    ("bad_photo", "only JPEG, PNG and WebP images are accepted"),  # the server's 415 text
     ("text", "neither a photo nor a video"),  # refused by the page itself
 ])
 def test_an_unsupported_file_shows_the_error(server, page, files, key, message):

@@ -15,7 +15,8 @@ import {
 test("files are routed by MIME type first", () => {
   assert.equal(fileKind({ name: "a.jpg", type: "image/jpeg" }), "photo");
   assert.equal(fileKind({ name: "a.png", type: "image/png" }), "photo");
-  assert.equal(fileKind({ name: "a.webp", type: "image/webp" }), "photo"); // the server says 415
+  assert.equal(fileKind({ name: "a.webp", type: "image/webp" }), "photo");
+  assert.equal(fileKind({ name: "a.webp", type: "" }), "photo");
   assert.equal(fileKind({ name: "clip.mp4", type: "video/mp4" }), "video");
   assert.equal(fileKind({ name: "clip.mov", type: "video/quicktime" }), "video");
   assert.equal(fileKind({ name: "clip.webm", type: "video/webm" }), "video");
@@ -50,6 +51,7 @@ test("a photo is posted with its own image type, or one from its extension", () 
   assert.equal(photoContentType({ name: "a.jpg", type: "image/jpeg" }), "image/jpeg");
   assert.equal(photoContentType({ name: "a.PNG", type: "" }), "image/png");
   assert.equal(photoContentType({ name: "a.jpeg", type: "" }), "image/jpeg");
+  assert.equal(photoContentType({ name: "a.WebP", type: "" }), "image/webp");
 });
 
 // ------------------------------------------------------------------ URLs

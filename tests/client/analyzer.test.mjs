@@ -406,10 +406,10 @@ test("a photo without faces says so", async () => {
 });
 
 test("a refused photo shows the server's message", async () => {
-  const t = setup({ handler: () => json({ error: "only JPEG and PNG images are accepted" }, 415) });
-  await t.panel.analyse(new File(["x"], "a.webp", { type: "image/webp" }));
-  assert.equal(t.fetchFn.calls[0].init.headers["Content-Type"], "image/webp");
-  assert.equal(t.state.error, "Only JPEG and PNG images are accepted.");
+  const t = setup({ handler: () => json({ error: "only JPEG, PNG and WebP images are accepted" }, 415) });
+  await t.panel.analyse(new File(["x"], "a.gif", { type: "image/gif" }));
+  assert.equal(t.fetchFn.calls[0].init.headers["Content-Type"], "image/gif");
+  assert.equal(t.state.error, "Only JPEG, PNG and WebP images are accepted.");
   assert.equal(t.ui.photoResult.hidden, true);
   assert.equal(t.draws.length, 0);
 });

@@ -130,6 +130,7 @@ def test_broken_files_are_one_clear_line_and_a_nonzero_exit(tmp_path, capsys, ma
     assert main(["analyze", str(bad), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert f"error: {bad}: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # no header-only CSV that looks like a faceless video
 
 
 def test_a_video_that_breaks_off_keeps_what_was_analysed(tmp_path, capsys):
@@ -191,6 +192,61 @@ def test_photos_and_folders(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "missing.mp4")]) == 2
 
 
+def test_files_that_share_a_name_keep_their_own_results(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    happy, _ = face_frame(HAPPY)
+    cv2.imwrite(str(folder / "same.png"), happy)
+    cv2.imwrite(str(folder / "same.webp"), np.ascontiguousarray(happy[:, ::-1]))  # a WebP photo
+    cv2.imwrite(str(folder / "solo.jpg"), happy)
+    write_video(folder / "v.mp4", "libx264")
+    write_video(folder / "v.avi", "mpeg4", "avi")
+    (folder / "sub").mkdir()
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out), "--no-video"]) == 0
+    for name in ("same.png", "same.webp"):
+        res = json.loads((out / f"{name}.json").read_text())
+        assert res["image"] == name and len(res["faces"]) == 1
+    assert (out / "solo.json").exists()  # a name of its own keeps the short form
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"v.mp4", "v.avi"}
+    assert "1 subfolder(s)" in capsys.readouterr().err
+    # a second run without the video: an earlier run's annotated.mp4 is not left beside it
+    assert main(["analyze", str(folder / "v.mp4"), "--out", str(tmp_path / "one")]) == 0
+    assert (tmp_path / "one" / "annotated.mp4").exists()
+    assert main(["analyze", str(folder / "v.mp4"), "--out", str(tmp_path / "one"),
+                 "--no-video"]) == 0
+    assert not (tmp_path / "one" / "annotated.mp4").exists()
+
+
+def test_bad_arguments_and_unwritable_outputs_are_one_line(tmp_path, capsys):
+    video = write_video(tmp_path / "v.mp4", "libx264")
+    for fps in ("-1", "nan", "inf", "five"):  # -1 used to loop for ever
+        with pytest.raises(SystemExit) as exc:
+            main(["analyze", str(video), "--fps", fps])
+        assert exc.value.code == 2
+        assert "--fps: must be a number >= 0" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["analyze", str(video), "--out", str(afile)]) == 2
+    assert f"--out {afile} is a file" in capsys.readouterr().err
+    # a folder inside a file: every input gets its own line, nothing is raised
+    assert main(["analyze", str(video), "--out", str(afile / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {video}: ") and "Traceback" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["analyze", str(empty)]) == 1
+    assert "no files to analyse" in capsys.readouterr().err
+
+
+def test_a_sparse_fps_does_not_stretch_the_duration(tmp_path):
+    video = write_video(tmp_path / "v.mp4", "libx264", seconds=1.2)
+    out = tmp_path / "out"
+    assert main(["analyze", str(video), "--out", str(out), "--fps", "0.01", "--no-video"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_analysed"] == 1 and summary["duration_s"] <= 1.3
+
+
 SHARED_CLIPS = ROOT.parent / "shared" / "data" / "labeled_videos_dev"
 
 
@@ -216,3 +272,17 @@ def test_majority_labels_match_the_live_path_on_real_clips(tmp_path):
                        .frames, FilterConfig())
         live_majority = LABELS[np.bincount(shown.label, minlength=7).argmax()]
         assert main_face["dominant"] == live_majority, name
+
+
+def test_predict_takes_folders_and_large_photos(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    happy, _ = face_frame(HAPPY)
+    cv2.imwrite(str(folder / "a.jpg"), happy)
+    (folder / "notes.txt").write_text("not a photo")  # not an image name: not taken
+    # 20 megapixels: over the server's 4096x4096 limit, under the one for local files
+    cv2.imwrite(str(tmp_path / "big.png"), np.full((4000, 5000), 128, np.uint8))
+    assert main(["predict", str(folder), str(tmp_path / "big.png"), "--detect", "never"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [Path(x["image"]).name for x in lines] == ["a.jpg", "big.png"]
+    assert (lines[1]["width"], lines[1]["height"]) == (5000, 4000) and "error" not in lines[1]

@@ -79,13 +79,13 @@ async def test_index_and_config(client):
     assert cfg["ice_servers"] == [] and cfg["transport"] == "auto"
 
 
-@pytest.mark.parametrize("fmt", ["jpeg", "png", "multipart"])
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "multipart"])
 async def test_predict_finds_the_face(client, fmt):
     frame, box = face_frame(0)
-    if fmt == "png":
-        data = cv2.imencode(".png", frame)[1].tobytes()
+    if fmt in ("png", "webp"):
+        data = cv2.imencode(f".{fmt}", frame)[1].tobytes()
         r = await client.post("/api/predict", data=data,
-                              headers={"Content-Type": "image/png"})
+                              headers={"Content-Type": f"image/{fmt}"})
     elif fmt == "jpeg":
         r = await client.post("/api/predict", data=jpeg(frame),
                               headers={"Content-Type": "image/jpeg"})

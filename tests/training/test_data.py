@@ -116,16 +116,42 @@ def test_zip_reads_like_the_folder(make_folder, synth, tmp_path: Path) -> None:
     assert len(ds.test) == 7
 
 
-def test_non_images_and_unknown_folders_are_ignored(make_folder, synth) -> None:
+def test_non_images_and_unknown_folders_are_ignored(make_folder, synth, caplog) -> None:
     root = make_folder("noisy", {"": 2})
     (root / "README.txt").write_text("hello")
     (root / "happy" / "notes.txt").write_text("x")
     synth.write(root / "contempt" / "c.png", synth.face(0, 0))  # not one of the labels
     (root / "sad" / "broken.png").write_bytes(b"not a png")  # skipped with a warning
+    (root / "sad" / "empty.jpg").write_bytes(b"")  # used to raise cv2.error
     (root / ".hidden" / "happy").mkdir(parents=True)
     synth.write(root / ".hidden" / "happy" / "h.png", synth.face(3, 0))
-    groups = read_samples(root)
+    with caplog.at_level("WARNING", logger="training.data"):
+        groups = read_samples(root)
     assert list(groups) == [None] and len(groups[None]) == 14
+    said = caplog.text
+    assert "broken.png: not a readable image" in said and "empty.jpg: an empty file" in said
+    assert "3 file(s) skipped" in said  # README.txt, notes.txt, contempt/c.png; not .hidden
+    assert "contempt/c.png" in said
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(make_folder, synth, orientation) -> None:
+    """A photo stored sideways with an EXIF orientation is read upright, as a viewer (and
+    POST /api/predict) shows it."""
+    from PIL import Image
+
+    root = make_folder("exif", {"": 0})
+    upright = synth.face(3, 0, size=64)
+    stored = {3: cv2.ROTATE_180, 6: cv2.ROTATE_90_COUNTERCLOCKWISE,
+              8: cv2.ROTATE_90_CLOCKWISE}[orientation]
+    im = Image.fromarray(cv2.rotate(upright, stored))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    (root / "happy").mkdir()
+    im.save(root / "happy" / "a.png", exif=exif.tobytes())
+    synth.write(root / "happy" / "b.png", upright)
+    g = read_samples(root, detect="never")[None]
+    assert len(g) == 2 and np.array_equal(g.x[0], g.x[1])
 
 
 def test_gray_alpha_and_16bit_pngs_are_read(make_folder, synth) -> None:

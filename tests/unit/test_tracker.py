@@ -87,6 +87,28 @@ def test_face_missing_up_to_max_missed_frames_keeps_its_id(gap):
     assert face.id == first
 
 
+@pytest.mark.parametrize("fps", [15.0, 5.0, 2.0])
+def test_a_face_keeps_its_id_at_any_frame_rate(fps):
+    """A face crossing the frame at 150 px/s: at 15 fps it moves 10 px a frame, at 5 fps 30 px
+    and at 2 fps 75 px. The gate grows with the time between frames (a video analysed at
+    ``--fps 5``), so it stays one face; with the 15 fps gate it was a new id on its second frame
+    at 2 fps (75 px from a 60 px face with no velocity yet)."""
+    tr = FaceTracker(LABELS)
+    ids = set()
+    for k in range(int(4 * fps)):
+        faces = tr.update(k / fps, [box_at(100 + 150 * k / fps, 200, side=60)], probs_for(1))
+        ids.add(faces[0].id)
+    assert ids == {1}
+
+
+def test_two_faces_side_by_side_at_a_low_frame_rate_keep_their_ids():
+    """The wider gate of a sparse frame rate does not swap two still neighbours (70 px apart)."""
+    tr = FaceTracker(LABELS)
+    for k in range(10):
+        faces = tr.update(k / 2.0, [box_at(100, 200, 60), box_at(170, 200, 60)], probs_for(2))
+        assert [f.id for f in faces] == [1, 2]
+
+
 def test_face_missing_longer_than_max_missed_gets_a_new_id():
     tr = FaceTracker(LABELS, max_missed=5)
     for k in range(10):
