@@ -364,7 +364,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             rc = 1
             continue
         if args.no_video and out.folder is not None:  # no earlier run's video beside new results
-            (out.folder / OUTPUT_FILES["video"]).unlink(missing_ok=True)
+            try:
+                (out.folder / OUTPUT_FILES["video"]).unlink(missing_ok=True)
+            except OSError as exc:
+                print(f"error: {f}: an earlier annotated.mp4 stays: {_os_error(exc)}",
+                      file=sys.stderr)
+                rc = 1
         faces = ", ".join(f"#{x['id']} {x['dominant']} ({x['frames']} frames)"
                           for x in summary["faces"]) or "no face"
         print(f"{f}: {summary['frames_analysed']} frames, {summary['duration_s']:.1f} s; "
@@ -420,7 +425,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tf()
-    from core.analyze import is_image
+    from core.analyze import inputs, is_image
     from core.errors import ImageError, ModelError
     from core.pipeline import LOCAL_MAX_PIXELS, FacePipeline, decode_image
     from core.runtimes import load_classifier
@@ -434,9 +439,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rc = 0
     paths = []
     for path in args.images:  # a folder stands for its photos (not searched recursively)
-        folder = Path(path)
-        paths += (sorted(str(p) for p in folder.iterdir() if p.is_file() and is_image(p))
-                  if folder.is_dir() else [path])
+        if not Path(path).is_dir():
+            paths.append(path)
+            continue
+        try:
+            photos = sorted(str(p) for p in inputs(path) if is_image(p))
+        except OSError as exc:
+            photos, why = [], _os_error(exc)
+        else:
+            why = "no JPEG, PNG or WebP files in it"
+        if not photos:
+            print(json.dumps({"image": path, "error": why}))
+            rc = 1
+        paths += photos
     for path in paths:
         try:
             img = decode_image(Path(path).read_bytes(), LOCAL_MAX_PIXELS)
@@ -444,7 +459,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"image": path, "width": int(img.shape[1]),
                               "height": int(img.shape[0]), "faces": faces}))
         except (OSError, ImageError) as exc:
-            print(json.dumps({"image": path, "error": str(exc)}))
+            why = _os_error(exc) if isinstance(exc, OSError) else str(exc)
+            print(json.dumps({"image": path, "error": why}))
             rc = 1
     return rc
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 from collections import Counter, defaultdict
@@ -66,32 +67,14 @@ class Outputs:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.files: dict[str, io.BytesIO] = {}
-        self._written: list[str] = []
-        self._made = False
 
     def open(self, name: str) -> BinaryIO:
         if self.folder is not None:
-            if not self.folder.is_dir():
-                self.folder.mkdir(parents=True)
-                self._made = True
-            fh = open(self.folder / name, "wb")
-            self._written.append(name)
-            return fh
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return open(self.folder / name, "wb")
         buf = _KeptBuffer()
         self.files[name] = buf
         return buf
-
-    def discard(self) -> None:
-        """Remove the files written so far (and the folder, if this made it and it is empty):
-        nothing usable came of them."""
-        if self.folder is None:
-            self.files.clear()
-            return
-        for name in self._written:
-            (self.folder / name).unlink(missing_ok=True)
-        self._written.clear()
-        if self._made and not any(self.folder.iterdir()):
-            self.folder.rmdir()
 
     def get(self, name: str) -> bytes:
         if self.folder is not None:
@@ -245,15 +228,19 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     tracker = FaceTracker(LABELS, filter=filt)
     scan = pipeline.scanner()
     history: dict[int, _FaceHistory] = defaultdict(_FaceHistory)
+    stats: dict[str, int] = {}
+    stream = frames(src, fps, stats)
+    # The first frame before any file is opened: a video with no readable frame raises
+    # VideoError here and leaves no header-only files (nor an earlier run's files cut to zero).
+    first = next(stream)
     csv_fh = io.TextIOWrapper(out.open(OUTPUT_FILES["csv"]), encoding="utf-8", newline="")
     jsonl_fh = io.TextIOWrapper(out.open(OUTPUT_FILES["jsonl"]), encoding="utf-8")
     rows = csv.writer(csv_fh)
     rows.writerow(CSV_HEADER)
     video: _Mp4Writer | None = None
     done, t_last, error = 0, 0.0, None
-    stats: dict[str, int] = {}
     try:
-        for t, bgr in frames(src, fps, stats):
+        for t, bgr in itertools.chain([first], stream):
             ff = pipeline.faces(bgr, scan)
             plan = tracker.start_frame(t, ff.boxes, reuse_s, ff.carried)  # as server.session
             ff = ff.subset(plan.keep)
@@ -280,12 +267,7 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
             t_last = t
             if progress is not None and info.duration:
                 progress(min(1.0, t / info.duration))
-    except VideoError as exc:
-        if exc.frames == 0 and done == 0:
-            csv_fh.close()
-            jsonl_fh.close()
-            out.discard()  # header-only files would look like a video without faces
-            raise
+    except VideoError as exc:  # it broke off after the first frame: keep what was analysed
         error = exc.reason
     finally:
         csv_fh.close()
@@ -352,10 +334,20 @@ def inputs(path: str | Path) -> Iterator[Path]:
 
 def output_stems(files: Sequence[Path]) -> dict[Path, str]:
     """The name each file's outputs get: its stem (``a.mp4`` -> ``a``), or its whole name where
-    two files share a stem (``same.jpg`` and ``same.png`` -> ``same.jpg``, ``same.png``), so that
-    no file's results overwrite another's."""
-    count = Counter(f.stem for f in files)
-    return {f: f.stem if count[f.stem] == 1 else f.name for f in files}
+    two files share a stem (``same.jpg`` and ``same.png`` -> ``same.jpg``, ``same.png``), and a
+    ``-2``, ``-3``... where even that is taken; compared without case (as on macOS and Windows
+    disks), so that no file's results overwrite another's."""
+    count = Counter(f.stem.lower() for f in files)
+    taken: set[str] = set()
+    out = {}
+    for f in files:
+        name = base = f.stem if count[f.stem.lower()] == 1 else f.name
+        k = 2
+        while name.lower() in taken:
+            name, k = f"{base}-{k}", k + 1
+        taken.add(name.lower())
+        out[f] = name
+    return out
 
 
 def is_image(path: Path) -> bool:

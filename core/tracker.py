@@ -45,9 +45,10 @@ DEFAULT_MAX_MISSED = 5
 #: prediction may match even below the IoU threshold (small or fast faces) ...
 CENTER_GATE = 0.5
 #: ... and the gate widens by this much per missed frame (the prediction gets less certain).
-CENTER_GATE_PER_MISS = 0.25
 #: Both are for frames this far apart (15 fps) or closer; with frames further apart (a video
-#: analysed at ``--fps 5``) the gate grows in proportion, as faces move further between them.
+#: analysed at ``--fps 5``) the gate grows in proportion, as faces move further between them,
+#: up to the motion of MAX_PREDICT_S (7.5x: after a longer pause it is not a wider search).
+CENTER_GATE_PER_MISS = 0.25
 #: Matched boxes differ in area by at most this factor (a face's side does not double).
 MAX_AREA_RATIO = 4.0
 #: Weight of the EMA on velocity: new measurement vs previous estimate.
@@ -312,8 +313,10 @@ class FaceTracker:
 
     def _gate_scale(self, t: float) -> float:
         """How much wider the centre gate is for a frame at ``t`` (advanced, not yet clocked):
-        its time since the previous frame in 15 fps frames, at least 1."""
-        return 1.0 if self._last_t is None else max(1.0, (t - self._last_t) / NOMINAL_DT)
+        its time since the previous frame in 15 fps frames, from 1 to MAX_PREDICT_S's 7.5."""
+        if self._last_t is None:
+            return 1.0
+        return min(MAX_PREDICT_S / NOMINAL_DT, max(1.0, (t - self._last_t) / NOMINAL_DT))
 
     def _associate(self, t: float, dets: list[Box], carried: Sequence[bool] | None = None,
                    gate_scale: float = 1.0) -> list[tuple[int, int]]:

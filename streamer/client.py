@@ -103,8 +103,8 @@ class StreamConfig:
             raise ValueError("transport must be auto, webrtc or ws")
         if self.basic_auth is not None and ":" not in self.basic_auth:
             raise ValueError("--basic-auth must be USER:PASSWORD")
-        if self.fps <= 0:
-            raise ValueError("fps must be > 0")
+        if not 0 < self.fps < float("inf"):  # also refuses nan
+            raise ValueError(f"fps must be a number > 0, not {self.fps}")
 
 
 class ResultWriter:
@@ -230,12 +230,21 @@ async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
     #: "ended" (the source) or "lost" (the connection), whichever comes first.
     outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
+    failed: list[Exception] = []  # the results could not be written (e.g. the disk is full)
+
     def finish(why: str) -> None:
         if not outcome.done():
             outcome.set_result(why)
 
+    def on_result(text: Any) -> None:
+        try:
+            _deliver(text, on_message)
+        except Exception as exc:  # noqa: BLE001 - raised from run(), not inside aiortc
+            failed.append(exc)
+            finish("failed")
+
     channel = pc.createDataChannel("results")
-    channel.on("message", lambda m: on_message(json.loads(m)) if isinstance(m, str) else None)
+    channel.on("message", on_result)
     sender = pc.addTrack(player.video)
 
     @pc.on("connectionstatechange")
@@ -264,7 +273,8 @@ async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
         if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str):
             raise StreamError(f"{cfg.server}/offer did not answer with a session description "
                               "(is it a facedapps server?)")
-        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"],
+                                                            answer.get("type", "answer")))
         try:
             await asyncio.wait_for(connected.wait(), cfg.webrtc_timeout_s)
         except asyncio.TimeoutError:
@@ -277,16 +287,34 @@ async def stream_webrtc(cfg: StreamConfig, http: aiohttp.ClientSession,
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
+        if failed:
+            raise failed[0]
         if stop.is_set():
             return True
         if outcome.result() == "lost":
             raise ConnectionLost()
         await _drain(cfg, stop)
+        if failed:
+            raise failed[0]
         return True
     finally:
         await pc.close()
         if player.video is not None:
             player.video.stop()
+
+
+def _deliver(text: Any, on_message: Callable[[dict], None]) -> None:
+    """Hand one text message to ``on_message``; one that is not a JSON object is skipped."""
+    if not isinstance(text, str):
+        return
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        msg = None
+    if not isinstance(msg, dict):
+        log.warning("skipping a message from the server that is not a JSON object")
+        return
+    on_message(msg)
 
 
 async def _drain(cfg: StreamConfig, stop: asyncio.Event) -> None:
@@ -328,7 +356,12 @@ async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
         async def read() -> None:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    on_message(json.loads(msg.data))
+                    _deliver(msg.data, on_message)
+
+        def reader_failed() -> None:
+            """Raise what ended the reader (writing a result failed), if anything did."""
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
 
         reader = asyncio.ensure_future(read())
         try:
@@ -343,10 +376,12 @@ async def stream_ws(cfg: StreamConfig, http: aiohttp.ClientSession,
                     await ws.send_bytes(jpg)
                 except aiohttp.ClientConnectionError:
                     raise ConnectionLost() from None
+            reader_failed()
             if reader.done() and not stop.is_set():  # the server closed the socket
                 raise ConnectionLost()
             if not stop.is_set():
                 await _drain(cfg, stop)
+            reader_failed()
         finally:
             reader.cancel()
             await asyncio.wait([reader])

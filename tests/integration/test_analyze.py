@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench.face_video import face_frame
-from core.analyze import CSV_HEADER, OUTPUT_FILES
+from core.analyze import CSV_HEADER, OUTPUT_FILES, output_stems
 from core.preprocess import LABELS
 from core.video import VideoError
 from run import main
@@ -123,6 +123,7 @@ def test_a_rotated_phone_video_is_analysed_upright(tmp_path):
     (lambda p: p.write_bytes(b"this is not a video"), "cannot open as video"),
     (lambda p: p.write_bytes(write_video(p.with_suffix(".tmp.mp4"), "libx264")
                              .read_bytes()[:3000]), "cannot open as video"),
+    (lambda p: p.write_bytes(header_only(p.with_suffix(".tmp.mp4"))), "no decodable video frames"),
 ])
 def test_broken_files_are_one_clear_line_and_a_nonzero_exit(tmp_path, capsys, make, message):
     bad = tmp_path / "bad.mp4"
@@ -131,6 +132,18 @@ def test_broken_files_are_one_clear_line_and_a_nonzero_exit(tmp_path, capsys, ma
     err = capsys.readouterr().err
     assert f"error: {bad}: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # no header-only CSV that looks like a faceless video
+    # into a folder that holds a good run: that run's files are left as they were
+    good = write_video(tmp_path / "good.mp4", "libx264")
+    assert main(["analyze", str(good), "--out", str(tmp_path / "kept"), "--no-video"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
+    assert main(["analyze", str(bad), "--out", str(tmp_path / "kept")]) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == before
+
+
+def header_only(path: Path) -> bytes:
+    """An MP4 with its index first and every frame cut off: it opens, and has no frame."""
+    data = write_video(path, "libx264", options={"movflags": "faststart"}).read_bytes()
+    return data[: data.index(b"mdat") + 4]
 
 
 def test_a_video_that_breaks_off_keeps_what_was_analysed(tmp_path, capsys):
@@ -218,6 +231,14 @@ def test_files_that_share_a_name_keep_their_own_results(tmp_path, capsys):
     assert not (tmp_path / "one" / "annotated.mp4").exists()
 
 
+def test_output_names_never_collide():
+    files = [Path(n) for n in ("a.jpg", "a.png", "a.jpg.png", "B.mp4", "b.avi", "c.png")]
+    stems = output_stems(files)
+    assert stems[Path("c.png")] == "c"
+    assert len({s.lower() for s in stems.values()}) == len(files)  # also without case
+    assert stems[Path("a.jpg")] == "a.jpg" and stems[Path("a.jpg.png")] == "a.jpg-2"
+
+
 def test_bad_arguments_and_unwritable_outputs_are_one_line(tmp_path, capsys):
     video = write_video(tmp_path / "v.mp4", "libx264")
     for fps in ("-1", "nan", "inf", "five"):  # -1 used to loop for ever
@@ -286,3 +307,7 @@ def test_predict_takes_folders_and_large_photos(tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [Path(x["image"]).name for x in lines] == ["a.jpg", "big.png"]
     assert (lines[1]["width"], lines[1]["height"]) == (5000, 4000) and "error" not in lines[1]
+    (tmp_path / "none").mkdir()
+    assert main(["predict", str(tmp_path / "none"), "--detect", "never"]) == 1
+    said = json.loads(capsys.readouterr().out)
+    assert said["error"] == "no JPEG, PNG or WebP files in it"

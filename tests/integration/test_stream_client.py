@@ -110,6 +110,9 @@ async def test_unreachable_server_and_bad_arguments(clip):
                   ResultWriter(io.StringIO()))
     with pytest.raises(ValueError, match="exactly one"):
         StreamConfig("http://x", video=clip, camera="0")
+    for fps in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps must be a number > 0"):
+            StreamConfig("http://x", video=clip, fps=fps)
 
 
 def test_the_cli_says_what_went_wrong_in_one_line(clip, capsys):
@@ -156,6 +159,25 @@ async def test_a_server_gone_midway_is_a_lost_connection_and_the_results_stay(
     assert 1 <= writer.results < 100  # far from the 20 s file's end
     rows = path.read_text().splitlines()
     assert rows[0].split(",") == CSV_HEADER and len(rows) == 1 + writer.results
+
+
+@pytest.mark.parametrize("transport", ["webrtc", "ws"])
+async def test_results_that_cannot_be_written_end_the_stream_with_that_error(
+        aiohttp_server, tmp_path, transport):
+    """An OSError while writing a result (a full disk) comes out of run() as itself, not as a
+    lost connection, and not inside aiortc's event handler."""
+    _, url = await start_server(aiohttp_server)
+    long_clip = str(write_video(tmp_path / "long.mp4", "libx264", seconds=20))
+    writer = ResultWriter(str(tmp_path / "out.csv"), "csv")
+
+    def full_disk(msg: dict) -> None:
+        if msg.get("type") == "result":
+            raise OSError(28, "No space left on device")
+
+    writer.write = full_disk  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space left"):
+        await asyncio.wait_for(run(StreamConfig(url, video=long_clip, transport=transport),
+                                   writer), 60)
 
 
 def test_the_cli_exits_1_on_a_lost_connection_and_keeps_the_csv(clip, tmp_path, capsys,

@@ -101,6 +101,26 @@ def test_a_face_keeps_its_id_at_any_frame_rate(fps):
     assert ids == {1}
 
 
+def test_after_a_long_pause_a_face_elsewhere_is_a_new_face():
+    """The gate stops growing at the motion of 0.5 s: a stream paused for 3 s (or a video
+    analysed at 0.3 fps) does not hand an id to a face on the other side of the frame."""
+    tr = FaceTracker(LABELS)
+    for t, x in ((0.0, 100), (0.0667, 102), (3.0, 900)):
+        faces = tr.update(t, [box_at(x, 200, side=60)], probs_for(1))
+    assert faces[0].id == 2
+
+
+def test_the_plan_and_the_update_match_alike_at_a_sparse_frame_rate():
+    """start_frame (which faces to classify) and finish_frame associate boxes with the same
+    gate: at 2 fps a face moving 75 px per frame is reused, not classified as new."""
+    tr = FaceTracker(LABELS)
+    for k in range(6):
+        plan = tr.start_frame(k / 2.0, [box_at(100 + 75 * k, 200, side=60)], reuse_s=10.0)
+        assert plan.need == ([0] if k == 0 else [])  # one face, known after the first frame
+        faces, _ = tr.finish_frame(plan, probs_for(len(plan.need)))
+        assert faces[0]["id"] == 1
+
+
 def test_two_faces_side_by_side_at_a_low_frame_rate_keep_their_ids():
     """The wider gate of a sparse frame rate does not swap two still neighbours (70 px apart)."""
     tr = FaceTracker(LABELS)
