@@ -168,10 +168,13 @@ def chart_png(history: dict[int, _FaceHistory], duration: float, max_faces: int 
                         1, cv2.LINE_AA)
         for t, lab in zip(h.times, h.labels):  # the shown label as a strip above the panel
             cv2.line(img, (x_of(t), top + 22), (x_of(t), top + 28), COLORS[lab], 2)
-        secs: dict[int, list[np.ndarray]] = defaultdict(list)
+        secs: dict[int, list[tuple[float, np.ndarray]]] = defaultdict(list)
         for t, p in zip(h.times, h.probs):
-            secs[int(t)].append(p)
-        pts = sorted((s + 0.5, np.mean(v, axis=0)) for s, v in secs.items())
+            secs[int(t)].append((t, p))
+        # each second's mean drawn at the mean time of its frames (a last, partial second
+        # stays inside the panel)
+        pts = sorted((float(np.mean([t for t, _ in v])), np.mean([p for _, p in v], axis=0))
+                     for v in secs.values())
         for k, lab in enumerate(LABELS):
             line = [(x_of(t), int(y1 - (y1 - y0) * float(p[k]))) for t, p in pts]
             if len(line) > 1:

@@ -311,3 +311,19 @@ def test_predict_takes_folders_and_large_photos(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "none"), "--detect", "never"]) == 1
     said = json.loads(capsys.readouterr().out)
     assert said["error"] == "no JPEG, PNG or WebP files in it"
+
+
+def test_the_chart_stays_inside_its_panel():
+    """A clip of 2.3 s: the last (partial) second's mean is drawn inside the panel, not at
+    2.5 s past its right edge."""
+    from core.analyze import _FaceHistory, chart_png
+
+    h = _FaceHistory()
+    for k in range(35):  # 15 fps, 0 .. 2.27 s
+        h.times.append(k / 15)
+        h.labels.append("happy")
+        h.probs.append(np.eye(len(LABELS))[LABELS.index("happy")])
+    img = cv2.imdecode(np.frombuffer(chart_png({1: h}, 35 / 15), np.uint8), cv2.IMREAD_COLOR)
+    right_edge = img.shape[1] - 20  # the panel's right side (chart_png's margin)
+    outside = img[40:, right_edge + 2:]
+    assert (outside.min(axis=2) > 230).all()  # only white (and anti-aliasing) beyond it
