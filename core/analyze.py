@@ -222,8 +222,9 @@ ENDS_EARLY_SHARE = 0.05
 def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None = None,
                   annotate: bool = True, progress: Progress | None = None,
                   pipeline: FacePipeline | None = None, filt: FilterConfig | None = None,
-                  reuse_s: float = DEFAULT_REUSE_S) -> dict:
-    """Analyse one video into ``out`` (:data:`OUTPUT_FILES`); returns the summary, which has
+                  reuse_s: float = DEFAULT_REUSE_S, name: str | None = None) -> dict:
+    """Analyse one video into ``out`` (:data:`OUTPUT_FILES`); returns the summary (its
+    ``source``: ``name``, else the file's name, or "upload" for an in-memory file), which has
     ``"error"`` when the video could not be read to its end (the files then hold what was
     analysed). VideoError when nothing at all could be read."""
     info = probe(src)
@@ -286,7 +287,8 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     if ends_early:
         error = (f"the video ends after {decoded} of the {info.frames} frames its header "
                  "counts (cut off?)")
-    summary = {"source": Path(str(src)).name if isinstance(src, (str, Path)) else "upload",
+    source = name or (Path(str(src)).name if isinstance(src, (str, Path)) else "upload")
+    summary = {"source": source,
                "video": {"width": info.width, "height": info.height, "fps": round(info.fps, 3),
                          "codec": info.codec, "rotation": info.rotation,
                          "duration_s": info.duration},

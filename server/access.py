@@ -15,7 +15,7 @@ from aiohttp import web
 from server.state import CONFIG
 
 #: Canonical paths of the routes that need no token.
-PUBLIC_ROUTES = frozenset({"/", "/config", "/healthz", "/static"})
+PUBLIC_ROUTES = frozenset({"/", "/config", "/healthz", "/static/{path}"})
 
 
 def client_ip(request: web.Request) -> str:
@@ -57,7 +57,7 @@ def is_public(request: web.Request) -> bool:
     if resource is None:  # no route matched: the 404/405 handler
         return True
     canonical = resource.canonical
-    return canonical in PUBLIC_ROUTES or canonical.startswith("/static/")
+    return canonical in PUBLIC_ROUTES
 
 
 @web.middleware

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from core.runtimes import Classifier, load_replicas
 from server.access import access_middleware
@@ -32,6 +33,7 @@ from server.routes import (
     metrics,
     predict,
     session_timeline,
+    static_file,
 )
 from server.signaling import offer
 from server.state import (
@@ -60,12 +62,31 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        return error(exc.status, exc.reason)
+        answer = error(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods the route has
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
     except asyncio.CancelledError:
         raise
+    except web.RequestPayloadError:  # the client's body: cut off, or a Content-Encoding it lacks
+        log.info("unreadable body on %s %s", request.method, request.path)
+        return error(400, "the request body cannot be read (cut off, or not encoded as its "
+                          "Content-Encoding says)")
+    except ConnectionResetError:  # the client went away mid-request: nobody reads an answer
+        log.info("client gone during %s %s", request.method, request.path)
+        return error(400, "the connection was closed before the request was read")
     except Exception:  # the top of every request: log it whole, answer a fixed message
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log line without the query string, which may carry the access token
+    (``?token=``): address, method, path, status, bytes, seconds."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %s %.3f', request.remote, request.method, request.path,
+                         response.status, response.body_length, time)
 
 
 def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.Application:
@@ -90,6 +111,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     async def engine_ctx(app: web.Application):
         app[ENGINE] = Engine.start(cfg, replicas, app[METRICS], app[FEED].publish)
         app[JOBS] = JobQueue(cfg, replicas[0])
+        app[JOBS].expiry = asyncio.create_task(app[JOBS].expire_forever(), name="jobs-expiry")
         yield
         await app[JOBS].close()
         await app[ENGINE].close()
@@ -106,7 +128,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app.on_shutdown.append(on_shutdown)
     r = app.router
     r.add_get("/", index)
-    r.add_static("/static/", cfg.client_dir)
+    r.add_get("/static/{path:.+}", static_file)
     r.add_get("/config", client_config)
     r.add_get("/healthz", healthz_with_tier(healthz, cfg, replicas))  # + the tier's fields
     r.add_post("/offer", offer)
@@ -151,7 +173,7 @@ def serve(cfg: ServerConfig) -> None:
 
     try:
         web.run_app(app, host=cfg.host, port=cfg.port, print=announce, shutdown_timeout=5,
-                    handle_signals=True)
+                    handle_signals=True, access_log_class=AccessLogger)
     except OSError as exc:
         raise ServeError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from exc
     finally:

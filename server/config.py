@@ -39,8 +39,11 @@ class ServerConfig:
     #: Batcher: most faces waiting for the classifier; beyond it a frame or upload is refused
     #: (a per-frame error, or 503) instead of queued without bound.
     max_queued_faces: int = 256
-    #: ``POST /api/predict`` requests in progress at once; beyond it the answer is 503.
+    #: ``POST /api/predict`` photos being classified at once; beyond it the answer is 503 (the
+    #: upload is read first: a slow upload does not hold a place).
     max_predict_concurrency: int = 4
+    #: Seconds a ``POST /api/predict`` body may take to arrive (408 beyond).
+    predict_read_timeout_s: float = 60.0
     #: Largest uploaded video for ``POST /api/jobs`` (bytes; kept in memory, never on disk).
     max_upload_bytes: int = 100 * 1024 * 1024
     #: Video analysis jobs queued or running at once; beyond it ``POST /api/jobs`` is 503.

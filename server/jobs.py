@@ -75,6 +75,8 @@ class JobQueue:
         self.jobs: dict[str, Job] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jobs")
         self.tasks: set[asyncio.Task] = set()
+        #: :meth:`expire_forever`, started by the app (``server.app``) once its loop runs.
+        self.expiry: asyncio.Task | None = None
 
     def active(self) -> int:
         return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
@@ -95,7 +97,7 @@ class JobQueue:
 
         job.status = "running"
         return analyze_video(io.BytesIO(job.data), self.classifier, job.outputs,
-                             progress=progress)
+                             progress=progress, name=job.name)
 
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -126,6 +128,13 @@ class JobQueue:
             if j.finished_at is not None and now - j.finished_at > self.cfg.job_ttl_s:
                 del self.jobs[jid]
 
+    async def expire_forever(self) -> None:
+        """Expire finished jobs every tenth of ``job_ttl_s`` (at most every minute), so their
+        results leave memory on time even when nobody calls ``/api/jobs`` again."""
+        while True:
+            await asyncio.sleep(min(60.0, self.cfg.job_ttl_s / 10))
+            self.expire()
+
     def delete(self, jid: str) -> bool:
         job = self.jobs.pop(jid, None)
         if job is None:
@@ -134,6 +143,8 @@ class JobQueue:
         return True
 
     async def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
         for j in self.jobs.values():
             j.cancelled = True
         if self.tasks:
@@ -189,7 +200,7 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[str, bytes]:
 
 def _clean_name(name: str) -> str:
     """The upload's name as shown and logged: printable characters only, at most 200."""
-    return "".join(ch for ch in name if ch.isprintable())[:200] or "upload"
+    return "".join(ch for ch in name if ch.isprintable()).strip()[:200] or "upload"
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -240,11 +251,12 @@ async def job_file(request: web.Request) -> web.Response:
     job = _job(request)
     name = request.match_info["file"]
     if job.status != "done" or name not in (job.summary or {}).get("files", []):
-        return _error(404, f"no file {name!r} for this job (yet)")
+        later = " (yet)" if job.status in ("queued", "running") else ""
+        return _error(404, f"no file {name!r} for this job{later}")
     suffix = name[name.rfind("."):]
     body = job.outputs.get(name)
     headers = {"Accept-Ranges": "bytes"}
-    if request.query.get("download"):
+    if request.query.get("download", "").lower() not in ("", "0", "false", "no"):
         headers["Content-Disposition"] = f'attachment; filename="{job.id}-{name}"'
     ctype = CONTENT_TYPES.get(suffix, "application/octet-stream")
     try:
@@ -255,7 +267,9 @@ async def job_file(request: web.Request) -> web.Response:
         return web.Response(body=body, headers=headers, content_type=ctype)
     start, stop, _ = rng.indices(len(body))
     if start >= len(body) or start >= stop:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}"})
+        answer = _error(416, f"the range is outside the file ({len(body)} bytes)")
+        answer.headers["Content-Range"] = f"bytes */{len(body)}"
+        return answer
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
     return web.Response(status=206, body=body[start:stop], headers=headers, content_type=ctype)
 

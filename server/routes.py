@@ -4,6 +4,7 @@ session timelines. (``/offer`` is in ``signaling``, the WebSockets in ``feed`` a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -26,6 +27,16 @@ def error(status: int, text: str) -> web.Response:
 
 async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(Path(request.app[CONFIG].client_dir) / "index.html")
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """``GET /static/{path}``: a file of the page; a JSON 404 for anything else (aiohttp's own
+    static route answered a missing file with an empty body)."""
+    root = Path(request.app[CONFIG].client_dir).resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if root not in path.parents or not path.is_file():
+        return error(404, "no such file")
+    return web.FileResponse(path)
 
 
 async def client_config(request: web.Request) -> web.Response:
@@ -62,17 +73,23 @@ async def _read_image(request: web.Request) -> bytes:
 
 
 async def predict(request: web.Request) -> web.Response:
-    """``POST /api/predict``: one JPEG/PNG -> ``{"width", "height", "faces"}``; at most
-    ``max_predict_concurrency`` at once (503 beyond)."""
+    """``POST /api/predict``: one JPEG/PNG/WebP -> ``{"width", "height", "faces"}``; the body
+    is read first (408 after ``predict_read_timeout_s``), then at most
+    ``max_predict_concurrency`` photos are classified at once (503 beyond)."""
     cfg = request.app[CONFIG]
-    gate = request.app[PREDICT_GATE]
-    if not gate.enter():
-        return error(503, f"server busy (at most {gate.limit} uploads at once); try again")
     try:
-        data = await _read_image(request)
-        return web.json_response(await request.app[ENGINE].classify_image(data))
+        data = await asyncio.wait_for(_read_image(request), cfg.predict_read_timeout_s)
+    except asyncio.TimeoutError:
+        return error(408, f"the image did not arrive within {cfg.predict_read_timeout_s:g} s")
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"image too large (at most {cfg.max_body_bytes} bytes)")
+    except ImageError as exc:
+        return error(exc.status, str(exc))
+    gate = request.app[PREDICT_GATE]
+    if not gate.enter():
+        return error(503, f"server busy (at most {gate.limit} photos at once); try again")
+    try:
+        return web.json_response(await request.app[ENGINE].classify_image(data))
     except ImageError as exc:
         return error(exc.status, str(exc))
     except CapacityError as exc:

@@ -37,7 +37,8 @@ class FrameSession:
         self.sinks: list[Sink] = []
         self.tracker = FaceTracker(LABELS)
         self.scan = engine.scanner()
-        self.timeline = Timeline(LABELS)
+        started = time.time()  # the timeline's second 0 is the session's start, not its first face
+        self.timeline = Timeline(LABELS, t0=started, start=started)
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0

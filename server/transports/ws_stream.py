@@ -6,8 +6,10 @@ Same peer interface as ``webrtc`` (``server.registry.Peer``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import uuid
 from functools import partial
 
@@ -55,9 +57,24 @@ class WsStreamPeer:
         self.session.start()
 
     async def run(self) -> None:
-        """Say hello, then read frames until the client goes (or floods)."""
+        """Say hello, then read frames until the client goes, floods, or sends no frame for
+        ``idle_timeout_s`` (as a WebRTC peer whose video goes silent: the slot is freed)."""
         await self.ws.send_str(dumps(hello_message(self.sid)))
-        async for msg in self.ws:
+        idle_s = self.cfg.idle_timeout_s
+        while True:
+            wait_s = idle_s - (time.monotonic() - self.session.last_frame_at)
+            try:
+                msg = await self.ws.receive(timeout=max(wait_s, 0.05))
+            except asyncio.TimeoutError:
+                if time.monotonic() - self.session.last_frame_at < idle_s:
+                    continue
+                log.info("session %s: no frame for %.0f s; closing", self.sid, idle_s)
+                await self.ws.send_str(dumps(error_message(
+                    f"no frame for {idle_s:g} s: the stream is closed")))
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"idle")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
             if not self._limiter.allow():
                 await self.ws.send_str(dumps(error_message("too many messages; slow down")))
                 await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")

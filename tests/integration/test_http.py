@@ -11,7 +11,13 @@ from PIL import Image
 
 from server.app import create_app
 from server.config import ServerConfig
-from tests.helpers import FakeClassifier, assert_malformed_multipart_refused, face_frame, iou
+from tests.helpers import (
+    FakeClassifier,
+    assert_malformed_multipart_refused,
+    face_frame,
+    iou,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -230,3 +236,97 @@ async def test_offer_foreign_origin_is_refused(client):
 async def test_unknown_route_is_json_404(client):
     r = await client.get("/nope")
     assert r.status == 404
+
+
+async def test_unreadable_bodies_missing_files_and_wrong_methods_are_json_4xx(client):
+    # a body that says gzip but is not: the client's mistake, so 400 (it was a 500)
+    png = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
+    for route in ("/api/predict", "/api/jobs", "/offer"):
+        # (aiohttp drops the connection after such a body: one connection per request)
+        r = await client.post(route, data=png, headers={"Content-Encoding": "gzip",
+                                                        "Connection": "close"})
+        body = await r.json()
+        assert r.status == 400 and "cannot be read" in body["error"], (route, body)
+    r = await client.get("/static/nope.js")  # aiohttp's static route answered with no body
+    assert r.status == 404 and (await r.json()) == {"error": "no such file"}
+    r = await client.get("/static/%2e%2e%2fREADME.md")  # never outside the page's folder
+    assert r.status == 404 and "error" in await r.json()
+    r = await client.get("/static/main.js")
+    assert r.status == 200 and r.content_type == "application/javascript"
+    r = await client.get("/api/predict")
+    assert r.status == 405 and r.headers["Allow"] == "POST" and "error" in await r.json()
+
+
+async def test_a_stalled_upload_does_not_hold_a_classification_place(aiohttp_client):
+    """Classification places are taken once a photo has arrived: a client that sends part of
+    its body and stops does not lock others out (and gets 408 at the read timeout)."""
+    import asyncio
+
+    app = create_app(ServerConfig(max_predict_concurrency=1, predict_read_timeout_s=1.0),
+                     classifier=FakeClassifier())
+    client = await aiohttp_client(app)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 100000\r\n\r\n\x89PNG")
+    await writer.drain()
+    png = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
+    r = await client.post("/api/predict", data=png)  # the only place is free
+    assert r.status == 200 and len((await r.json())["faces"]) == 1
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 408")
+    writer.close()
+
+
+async def test_an_idle_websocket_stream_is_closed_and_frees_its_slot(aiohttp_client):
+    import aiohttp
+
+    from server.state import REGISTRY
+
+    app = create_app(ServerConfig(idle_timeout_s=0.5), classifier=FakeClassifier())
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/ws/stream")
+    assert (await ws.receive_json(timeout=10))["type"] == "hello"
+    assert len(app[REGISTRY].sessions) == 1
+    msg = await ws.receive_json(timeout=10)  # no frame sent
+    assert msg["type"] == "error" and "no frame for 0.5 s" in msg["error"]
+    closing = await ws.receive(timeout=10)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+    await wait_for(lambda: not app[REGISTRY].sessions, 10, what="the slot to be freed")
+
+
+def test_the_access_log_leaves_out_the_query_string(caplog):
+    import logging
+
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from server.app import AccessLogger
+
+    request = make_mocked_request("GET", "/api/sessions/abc/timeline.json?token=s3cret")
+    with caplog.at_level(logging.INFO, logger="test.access"):
+        AccessLogger(logging.getLogger("test.access"), "").log(request, web.Response(), 0.01)
+    assert "/api/sessions/abc/timeline.json" in caplog.text and "s3cret" not in caplog.text
+
+
+async def test_a_session_timeline_starts_with_the_session(client):
+    """``start`` is when the session began (not null until a face appears), ``t`` counts from
+    it; the CSV has the documented header."""
+    import time
+
+    before = time.time()
+    ws = await client.ws_connect("/ws/stream")
+    sid = (await ws.receive_json(timeout=10))["session"]
+    empty = await (await client.get(f"/api/sessions/{sid}/timeline.json")).json()
+    assert empty["faces"] == {} and before - 1 <= empty["start"] <= time.time()
+    await ws.send_bytes(jpeg(face_frame(0)[0]))
+    while (msg := await ws.receive_json(timeout=10))["type"] != "result":
+        pass
+    assert msg["faces"]
+    tl = await (await client.get(f"/api/sessions/{sid}/timeline.json")).json()
+    assert tl["start"] == empty["start"]
+    [(face_id, seconds)] = tl["faces"].items()
+    assert seconds[0]["t"] >= 0 and seconds[0]["n"] == 1 and len(seconds[0]["probs"]) == 7
+    csv_text = await (await client.get(f"/api/sessions/{sid}/timeline.csv")).text()
+    assert csv_text.splitlines()[0] == ("face_id,second,n,angry,disgust,fear,happy,sad,"
+                                        "surprise,neutral")
+    await ws.close()

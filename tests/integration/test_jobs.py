@@ -182,3 +182,30 @@ async def test_finished_jobs_expire(aiohttp_client, video):
     q = client.app[JOBS]
     q.expire(now=q.jobs[job].finished_at + 31)
     assert job not in q.jobs and (await client.get(f"/api/jobs/{job}")).status == 404
+
+
+async def test_job_files_answer_ranges_and_downloads_as_a_developer_expects(aiohttp_client,
+                                                                           video):
+    client = await client_for(aiohttp_client)
+    r = await client.post("/api/jobs?name=%20%20", data=video)  # a blank name is no name
+    job = (await r.json())["job"]
+    assert (await r.json())["name"] == "upload"
+    r = await client.post("/api/jobs?name=interview.mp4", data=video)
+    named = (await r.json())["job"]
+    assert (await finished(client, named))["summary"]["source"] == "interview.mp4"
+    await finished(client, job)
+    r = await client.get(f"/api/jobs/{job}/frames.csv?download=0")
+    assert r.status == 200 and "Content-Disposition" not in r.headers
+    r = await client.get(f"/api/jobs/{job}/frames.csv", headers={"Range": "bytes=99999999-"})
+    assert r.status == 416 and r.headers["Content-Range"].startswith("bytes */")
+    assert "outside the file" in (await r.json())["error"]
+
+
+async def test_finished_jobs_expire_without_further_requests(aiohttp_client, video):
+    from server.state import JOBS
+
+    client = await client_for(aiohttp_client, job_ttl_s=0.5)
+    job = (await (await client.post("/api/jobs", data=video)).json())["job"]
+    await finished(client, job)
+    jobs = client.app[JOBS]
+    await wait_for(lambda: job not in jobs.jobs, 10, what="the job to expire by itself")
