@@ -44,6 +44,7 @@ from server.state import (
     JOBS,
     METRICS,
     PREDICT_GATE,
+    PREDICT_READING,
     REGISTRY,
     REPLICAS,
 )
@@ -72,10 +73,12 @@ async def error_middleware(request: web.Request, handler):
         log.info("unreadable body on %s %s", request.method, request.path)
         return error(400, "the request body cannot be read (cut off, or not encoded as its "
                           "Content-Encoding says)")
-    except ConnectionResetError:  # the client went away mid-request: nobody reads an answer
-        log.info("client gone during %s %s", request.method, request.path)
-        return error(400, "the connection was closed before the request was read")
-    except Exception:  # the top of every request: log it whole, answer a fixed message
+    except Exception as exc:  # the top of every request: log it whole, answer a fixed message
+        if isinstance(exc, ConnectionResetError) and (
+                request.transport is None or request.transport.is_closing()):
+            # the client went away mid-request (a reset elsewhere is a fault of ours: below)
+            log.info("client gone during %s %s", request.method, request.path)
+            return error(400, "the connection was closed before the request was read")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
 
@@ -85,7 +88,8 @@ class AccessLogger(AbstractAccessLogger):
     (``?token=``): address, method, path, status, bytes, seconds."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %s %s %.3f', request.remote, request.method, request.path,
+        path = request.raw_path.partition("?")[0]  # as sent: still percent-encoded, one line
+        self.logger.info('%s "%s %s" %s %s %.3f', request.remote, request.method, path,
                          response.status, response.body_length, time)
 
 
@@ -98,6 +102,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     app[FEED] = FeedHub()
     app[REGISTRY] = Registry(cfg, app[METRICS])
     app[PREDICT_GATE] = Gate(cfg.max_predict_concurrency)
+    app[PREDICT_READING] = Gate(cfg.max_predict_reading)
     if classifier is not None:
         replicas = [classifier]
     elif cfg.ray_address:  # classification on the shared Ray Serve tier (server/remote.py)

@@ -42,8 +42,11 @@ class ServerConfig:
     #: ``POST /api/predict`` photos being classified at once; beyond it the answer is 503 (the
     #: upload is read first: a slow upload does not hold a place).
     max_predict_concurrency: int = 4
-    #: Seconds a ``POST /api/predict`` body may take to arrive (408 beyond).
+    #: Seconds a ``POST /api/predict`` body may take to arrive (408 beyond) ...
     predict_read_timeout_s: float = 60.0
+    #: ... and bodies arriving at once (503 beyond): at most this x ``max_body_bytes`` of
+    #: uploads in memory.
+    max_predict_reading: int = 16
     #: Largest uploaded video for ``POST /api/jobs`` (bytes; kept in memory, never on disk).
     max_upload_bytes: int = 100 * 1024 * 1024
     #: Video analysis jobs queued or running at once; beyond it ``POST /api/jobs`` is 503.
@@ -128,8 +131,14 @@ class ServerConfig:
             raise ValueError("reuse_s and reuse_max_s must be >= 0")
         if self.max_upload_bytes < 1 or self.max_jobs < 1 or self.job_ttl_s <= 0:
             raise ValueError("max_upload_bytes, max_jobs and job_ttl_s must be positive")
-        if self.max_queued_faces < 1 or self.max_predict_concurrency < 1:
-            raise ValueError("max_queued_faces and max_predict_concurrency must be >= 1")
+        if self.max_queued_faces < 1 or self.max_predict_concurrency < 1 or (
+                self.max_predict_reading < 1):
+            raise ValueError("max_queued_faces, max_predict_concurrency and "
+                             "max_predict_reading must be >= 1")
+        if not (self.predict_read_timeout_s > 0 and self.idle_timeout_s > 0
+                and self.connect_timeout_s > 0):
+            raise ValueError("predict_read_timeout_s, idle_timeout_s and connect_timeout_s "
+                             "must be > 0")
         from core.faces import MODES
 
         for name in (self.detect_live_mode, self.detect_photo_mode):

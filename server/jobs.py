@@ -133,7 +133,10 @@ class JobQueue:
         results leave memory on time even when nobody calls ``/api/jobs`` again."""
         while True:
             await asyncio.sleep(min(60.0, self.cfg.job_ttl_s / 10))
-            self.expire()
+            try:
+                self.expire()
+            except Exception:  # keep expiring later; the cause goes to the log
+                log.exception("expiring jobs failed")
 
     def delete(self, jid: str) -> bool:
         job = self.jobs.pop(jid, None)
@@ -145,6 +148,7 @@ class JobQueue:
     async def close(self) -> None:
         if self.expiry is not None:
             self.expiry.cancel()
+            await asyncio.wait([self.expiry])
         for j in self.jobs.values():
             j.cancelled = True
         if self.tasks:

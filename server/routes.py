@@ -15,7 +15,16 @@ from core.errors import ImageError
 from server.adapt import AdaptiveReuse
 from server.config import detect_workers_for
 from server.errors import CapacityError
-from server.state import CLASSIFIER, CONFIG, ENGINE, METRICS, PREDICT_GATE, REGISTRY, REPLICAS
+from server.state import (
+    CLASSIFIER,
+    CONFIG,
+    ENGINE,
+    METRICS,
+    PREDICT_GATE,
+    PREDICT_READING,
+    REGISTRY,
+    REPLICAS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +42,12 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     """``GET /static/{path}``: a file of the page; a JSON 404 for anything else (aiohttp's own
     static route answered a missing file with an empty body)."""
     root = Path(request.app[CONFIG].client_dir).resolve()
-    path = (root / request.match_info["path"]).resolve()
-    if root not in path.parents or not path.is_file():
+    try:
+        path = (root / request.match_info["path"]).resolve()
+        found = root in path.parents and path.is_file()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, a link loop
+        found = False
+    if not found:
         return error(404, "no such file")
     return web.FileResponse(path)
 
@@ -77,14 +90,22 @@ async def predict(request: web.Request) -> web.Response:
     is read first (408 after ``predict_read_timeout_s``), then at most
     ``max_predict_concurrency`` photos are classified at once (503 beyond)."""
     cfg = request.app[CONFIG]
+    reading = request.app[PREDICT_READING]
+    if not reading.enter():
+        return error(503, f"server busy (at most {reading.limit} photos arriving at once); "
+                          "try again")
     try:
         data = await asyncio.wait_for(_read_image(request), cfg.predict_read_timeout_s)
     except asyncio.TimeoutError:
-        return error(408, f"the image did not arrive within {cfg.predict_read_timeout_s:g} s")
+        late = error(408, f"the image did not arrive within {cfg.predict_read_timeout_s:g} s")
+        late.force_close()
+        return late
     except web.HTTPRequestEntityTooLarge:
         return error(413, f"image too large (at most {cfg.max_body_bytes} bytes)")
     except ImageError as exc:
         return error(exc.status, str(exc))
+    finally:
+        reading.leave()
     gate = request.app[PREDICT_GATE]
     if not gate.enter():
         return error(503, f"server busy (at most {gate.limit} photos at once); try again")

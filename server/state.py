@@ -31,5 +31,7 @@ FEED: web.AppKey[FeedHub] = web.AppKey("feed")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 #: Concurrency limit of ``POST /api/predict``.
 PREDICT_GATE: web.AppKey[Gate] = web.AppKey("predict_gate")
+#: ``POST /api/predict`` bodies being read at once (each up to ``max_body_bytes`` in memory).
+PREDICT_READING: web.AppKey[Gate] = web.AppKey("predict_reading")
 #: Analysis jobs of uploaded videos.
 JOBS: web.AppKey[JobQueue] = web.AppKey("jobs")

@@ -63,16 +63,16 @@ class WsStreamPeer:
         idle_s = self.cfg.idle_timeout_s
         while True:
             wait_s = idle_s - (time.monotonic() - self.session.last_frame_at)
-            try:
-                msg = await self.ws.receive(timeout=max(wait_s, 0.05))
-            except asyncio.TimeoutError:
-                if time.monotonic() - self.session.last_frame_at < idle_s:
-                    continue
+            if wait_s <= 0:  # checked on every message too: text messages do not keep it open
                 log.info("session %s: no frame for %.0f s; closing", self.sid, idle_s)
                 await self.ws.send_str(dumps(error_message(
                     f"no frame for {idle_s:g} s: the stream is closed")))
                 await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"idle")
                 break
+            try:
+                msg = await self.ws.receive(timeout=wait_s)
+            except asyncio.TimeoutError:
+                continue
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
             if not self._limiter.allow():

@@ -11,6 +11,7 @@ from PIL import Image
 
 from server.app import create_app
 from server.config import ServerConfig
+from server.state import PREDICT_READING
 from tests.helpers import (
     FakeClassifier,
     assert_malformed_multipart_refused,
@@ -249,8 +250,9 @@ async def test_unreadable_bodies_missing_files_and_wrong_methods_are_json_4xx(cl
         assert r.status == 400 and "cannot be read" in body["error"], (route, body)
     r = await client.get("/static/nope.js")  # aiohttp's static route answered with no body
     assert r.status == 404 and (await r.json()) == {"error": "no such file"}
-    r = await client.get("/static/%2e%2e%2fREADME.md")  # never outside the page's folder
-    assert r.status == 404 and "error" in await r.json()
+    for bad in ("%2e%2e%2fREADME.md", "a.js%00", "a" * 300):  # outside, a NUL, too long
+        r = await client.get(f"/static/{bad}")
+        assert r.status == 404 and "error" in await r.json(), bad
     r = await client.get("/static/main.js")
     assert r.status == 200 and r.content_type == "application/javascript"
     r = await client.get("/api/predict")
@@ -262,22 +264,35 @@ async def test_a_stalled_upload_does_not_hold_a_classification_place(aiohttp_cli
     its body and stops does not lock others out (and gets 408 at the read timeout)."""
     import asyncio
 
-    app = create_app(ServerConfig(max_predict_concurrency=1, predict_read_timeout_s=1.0),
-                     classifier=FakeClassifier())
+    app = create_app(ServerConfig(max_predict_concurrency=1, max_predict_reading=2,
+                                  predict_read_timeout_s=5.0), classifier=FakeClassifier())
     client = await aiohttp_client(app)
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    writer.write(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                 b"Content-Length: 100000\r\n\r\n\x89PNG")
-    await writer.drain()
-    png = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
-    r = await client.post("/api/predict", data=png)  # the only place is free
+
+    async def stall():
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 100000\r\n\r\n\x89PNG")
+        await writer.drain()
+        return reader, writer
+
+    first = await stall()
+    await wait_for(lambda: app[PREDICT_READING].active == 1, 10, what="the stall reading")
+    png = cv2.imencode(".png", face_crop())[1].tobytes()  # taken whole: no detector to load
+    r = await client.post("/api/predict", data=png)  # the only classification place is free
     assert r.status == 200 and len((await r.json())["faces"]) == 1
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 408")
-    writer.close()
+    second = await stall()  # but arriving bodies are bounded too (memory)
+    await wait_for(lambda: app[PREDICT_READING].active == 2, 10, what="both stalls reading")
+    r = await client.post("/api/predict", data=png)
+    assert r.status == 503 and "arriving at once" in (await r.json())["error"]
+    for reader, writer in (first, second):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
+        writer.close()
 
 
 async def test_an_idle_websocket_stream_is_closed_and_frees_its_slot(aiohttp_client):
+    import asyncio
+
     import aiohttp
 
     from server.state import REGISTRY
@@ -287,7 +302,16 @@ async def test_an_idle_websocket_stream_is_closed_and_frees_its_slot(aiohttp_cli
     ws = await client.ws_connect("/ws/stream")
     assert (await ws.receive_json(timeout=10))["type"] == "hello"
     assert len(app[REGISTRY].sessions) == 1
-    msg = await ws.receive_json(timeout=10)  # no frame sent
+
+    async def chatter():  # text messages more often than the idle check used to wait
+        while not ws.closed:
+            await ws.send_str('{"type": "ping"}')
+            await asyncio.sleep(0.03)  # pacing, well under the 60 messages/s limit
+
+    talking = asyncio.ensure_future(chatter())
+    while (msg := await ws.receive_json(timeout=10))["type"] == "pong":  # no frame sent
+        pass
+    talking.cancel()
     assert msg["type"] == "error" and "no frame for 0.5 s" in msg["error"]
     closing = await ws.receive(timeout=10)
     assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
@@ -303,9 +327,13 @@ def test_the_access_log_leaves_out_the_query_string(caplog):
     from server.app import AccessLogger
 
     request = make_mocked_request("GET", "/api/sessions/abc/timeline.json?token=s3cret")
+    forged = make_mocked_request("GET", "/static/a%0d%0aFAKE%20200")
     with caplog.at_level(logging.INFO, logger="test.access"):
-        AccessLogger(logging.getLogger("test.access"), "").log(request, web.Response(), 0.01)
+        for r in (request, forged):
+            AccessLogger(logging.getLogger("test.access"), "").log(r, web.Response(), 0.01)
     assert "/api/sessions/abc/timeline.json" in caplog.text and "s3cret" not in caplog.text
+    # the path as sent (still encoded): a CR/LF in it cannot forge a second log line
+    assert "/static/a%0d%0aFAKE%20200" in caplog.records[1].getMessage()
 
 
 async def test_a_session_timeline_starts_with_the_session(client):
