@@ -99,6 +99,7 @@ export class AnalysisPanel {
       e.preventDefault();
       drop.classList.toggle("over", false);
       const file = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+      if (ui.analyzeFile) ui.analyzeFile.value = ""; // the chooser no longer names an older file
       if (file) this.analyse(file);
     });
     if (win) {

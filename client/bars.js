@@ -18,6 +18,14 @@ export function largestFace(faces) {
   return best;
 }
 
+/** The face whose `id` is `id` (one the user clicked), else the largest; null when none. */
+export function chooseFace(faces, id) {
+  if (id !== null && id !== undefined) {
+    for (const f of faces || []) if (f && f.id === id) return f;
+  }
+  return largestFace(faces);
+}
+
 /**
  * What the bars show for `face`: null when there is nothing to show (no face or no scores),
  * else `{top, rows}` with one row per label in LABELS order: `value` (0-1, clamped), `pct`

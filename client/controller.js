@@ -16,7 +16,7 @@ import { RtcTransport } from "./rtc.js";
 import { WsTransport } from "./wsstream.js";
 import { Overlay } from "./overlay.js";
 import { AnalysisPanel } from "./analyzer.js";
-import { Bars, largestFace } from "./bars.js";
+import { Bars, chooseFace } from "./bars.js";
 import { Timeline } from "./timeline.js";
 import { LiveAnnouncer } from "./announce.js";
 import { RateMeter, STALE_MS, readoutTexts, transportLabel } from "./readout.js";
@@ -101,6 +101,7 @@ export class PageController {
     this.meter = new RateMeter();
     this.rtt = null; // {ms, kind} of the latest round trip
     this.readoutTimer = null;
+    this.selectedId = null; // a face the user clicked: the bars follow it while it is in view
 
     const views = (deps.createViews || createViews)(ui, this);
     this.overlay = views.overlay;
@@ -115,6 +116,7 @@ export class PageController {
     const ui = this.ui;
     ui.start.addEventListener("click", () => this.startSafely());
     ui.stop.addEventListener("click", () => this.stop());
+    if (ui.overlay) ui.overlay.addEventListener("click", (e) => this.pickAt(e));
     ui.mirror.addEventListener("change", () => this.applyMirror());
     this.applyMirror();
     if (this.analysis) this.analysis.init(win);
@@ -144,8 +146,14 @@ export class PageController {
 
   /** Start waits for /config (it decides token and transport); Stop only while busy. */
   updateButtons() {
-    this.ui.start.disabled = this.busy || !this.app.configLoaded;
-    this.ui.stop.disabled = !this.busy;
+    const { start, stop } = this.ui;
+    const doc = start.ownerDocument;
+    const focused = doc ? doc.activeElement : null;
+    start.disabled = this.busy || !this.app.configLoaded;
+    stop.disabled = !this.busy;
+    // A keyboard user keeps the focus: from Start to Stop once it starts, and back.
+    if (focused === start && start.disabled && !stop.disabled) stop.focus();
+    if (focused === stop && stop.disabled && !start.disabled) start.focus();
   }
 
   setStatus(text, warn = false) {
@@ -351,7 +359,7 @@ export class PageController {
     if (msg.session) this.app.session = msg.session;
     this.meter.add(now);
     const faces = Array.isArray(msg.faces) ? msg.faces : [];
-    const face = faces.length ? largestFace(faces) : null;
+    const face = faces.length ? chooseFace(faces, this.selectedId) : null;
     this.overlay.draw(msg);
     this.bars.show(face);
     // An uncertain face announces nothing (the last confident label stays the announced one).
@@ -360,12 +368,28 @@ export class PageController {
     this.syncTimeline();
   }
 
-  /** The face the bars show (largest box of the latest result), plotted by default. */
+  /** The face the bars show (the clicked one, else the largest box of the latest result),
+   * plotted by default. */
   preferredFaceId() {
     const last = this.app.lastResult;
     const faces = last && Array.isArray(last.faces) ? last.faces : [];
-    const f = this.app.state === "running" && faces.length ? largestFace(faces) : null;
+    const f = this.app.state === "running" && faces.length ? chooseFace(faces, this.selectedId)
+      : null;
     return f && f.id !== undefined ? f.id : null;
+  }
+
+  /** A click on the video: the face under it is the one the bars follow (a second click on it,
+   * or a click beside every face, goes back to the largest). */
+  pickAt(event) {
+    const r = this.ui.overlay.getBoundingClientRect();
+    const f = this.overlay.faceAt(event.clientX - r.left, event.clientY - r.top);
+    const id = f && f.id !== undefined && f.id !== null ? f.id : null;
+    this.selectedId = id === this.selectedId ? null : id;
+    this.overlay.select(this.selectedId);
+    const last = this.app.lastResult;
+    if (this.app.state === "running" && last && Array.isArray(last.faces) && last.faces.length) {
+      this.bars.show(chooseFace(last.faces, this.selectedId));
+    }
   }
 
   /** Poll the timeline of the live session (its id may arrive with the first result). */
@@ -413,6 +437,8 @@ export class PageController {
     stopTracks(this.stream);
     this.stream = null;
     this.ui.video.srcObject = null;
+    this.selectedId = null;
+    this.overlay.select(null);
     this.overlay.clear();
     this.bars.clear();
     this.announcer.clear();

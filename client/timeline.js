@@ -18,6 +18,25 @@ export function timelineUrl(session, fmt, token) {
 }
 
 /** A file-name-safe session id. */
+/**
+ * The server's timeline CSV (`face_id,second,n,<labels>`, one row per face and second, faces
+ * and seconds in order, 4 decimals) built from a timeline.json object: what the page still
+ * holds after the session ended and the server forgot it.
+ */
+export function timelineCsv(data) {
+  const labels = (data && Array.isArray(data.labels)) ? data.labels : [];
+  const lines = [["face_id", "second", "n", ...labels].join(",")];
+  const faces = (data && data.faces) || {};
+  for (const id of Object.keys(faces).sort((a, b) => Number(a) - Number(b))) {
+    const rows = [...faces[id]].sort((a, b) => a.t - b.t);
+    for (const r of rows) {
+      const probs = (r.probs || []).map((v) => Number(v).toFixed(4));
+      lines.push([id, r.t, r.n, ...probs].join(","));
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
 function safeName(session) {
   return String(session).replace(/[^A-Za-z0-9_.-]/g, "_");
 }
@@ -54,6 +73,7 @@ export class Timeline {
     this.state = opts.state || {};
     this.session = null;
     this.data = null; // last timeline.json
+    this.ended = null; // the session that ended last (its data stays downloadable)
     this.gen = 0; // incremented on every start/stop; replies of older runs are ignored
     this.timer = null;
     this.abort = null;
@@ -118,6 +138,7 @@ export class Timeline {
     this.timer = null;
     if (this.abort) this.abort.abort();
     this.abort = null;
+    if (this.session) this.ended = this.session; // its last poll (this.data) stays downloadable
     this.session = null;
     this.state.session = null;
     this.state.polling = false;
@@ -175,13 +196,20 @@ export class Timeline {
   // ------------------------------------------------------------ downloads
 
   updateButtons() {
-    const off = !this.session || this.downloading;
+    const off = (!this.session && !(this.ended && this.data)) || this.downloading;
     this.els.csv.disabled = off;
     this.els.json.disabled = off;
   }
 
   async download(fmt) {
     const session = this.session;
+    if (!session && this.ended && this.data) { // ended: the server forgot it, the page has it
+      const text = fmt === "csv" ? timelineCsv(this.data) : JSON.stringify(this.data);
+      const type = fmt === "csv" ? "text/csv" : "application/json";
+      saveBlob(new Blob([text], { type }), `timeline-${safeName(this.ended)}.${fmt}`);
+      this.setNote("Saved from the page: the session has ended (its last second or so may be missing).");
+      return;
+    }
     if (!session || this.downloading) return;
     this.downloading = true;
     this.updateButtons();

@@ -172,9 +172,10 @@ def test_timeline_json_download(charted, tmp_path):
     assert page.errors == []
 
 
-def test_stop_ends_polling_and_disables_downloads(server, page):
-    """Stop: polling stops, downloads are disabled, no request is left in flight, and no poll
-    happens later (checked on the page's own clock, not by waiting)."""
+def test_stop_ends_polling_and_keeps_the_timeline_downloadable(server, page):
+    """Stop: polling stops, no request is left in flight, and no poll happens later (checked on
+    the page's own clock, not by waiting); the session's timeline still downloads, built from
+    the page's copy (the server forgets an ended session)."""
     page.clock.install()  # the page's timers run as usual until the test moves the clock
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url) if "/timeline.json" in r.url else None)
@@ -183,12 +184,17 @@ def test_stop_ends_polling_and_disables_downloads(server, page):
     page.wait_for_function("() => window.facedapps.state === 'idle'", timeout=5_000)
     tl = timeline(page)
     assert tl["polling"] is False and tl["inFlight"] is False and tl["session"] is None, tl
-    assert not page.is_enabled("#timeline-csv") and not page.is_enabled("#timeline-json")
     polls, sent = tl["polls"], len(requests)
     page.clock.run_for(3 * POLL_MS)  # three poll intervals at once: a leftover poll fires now
     settle(page)
     assert timeline(page)["polls"] == polls, "polling went on after Stop"
     assert len(requests) == sent, requests[sent:]
+    assert page.is_enabled("#timeline-csv") and page.is_enabled("#timeline-json")
+    with page.expect_download() as got:
+        page.click("#timeline-csv")
+    rows = Path(got.value.path()).read_text().splitlines()
+    assert rows[0].startswith("face_id,second,n,angry") and len(rows) > 1, rows[:3]
+    assert len(requests) == sent  # from the page's copy, not the server
     assert page.errors == []
 
 

@@ -18,7 +18,7 @@ function el(props = {}) {
       contains: (c) => classes.has(c),
     },
     addEventListener: (type, fn) => { (listeners[type] ||= []).push(fn); },
-    dispatch: (type) => (listeners[type] || []).forEach((fn) => fn()),
+    dispatch: (type, event) => (listeners[type] || []).forEach((fn) => fn(event)),
     play: () => Promise.resolve(),
     ...props,
   };
@@ -27,13 +27,17 @@ function el(props = {}) {
 function makeUi() {
   const names = ["body", "start", "stop", "mirror", "tokenField", "token", "status", "error",
                  "announce", "video", "rTransport", "rFps", "rLatency", "rRtt", "rFaces"];
-  return Object.fromEntries(names.map((n) => [n, el()]));
+  const ui = Object.fromEntries(names.map((n) => [n, el()]));
+  ui.overlay = el({ getBoundingClientRect: () => ({ left: 10, top: 20 }) });
+  return ui;
 }
 
 function fakeViews(ui) {
   return {
-    overlay: { last: null, mirror: null, draw(m) { this.last = m; }, clear() { this.last = null; },
-               setMirror(on) { this.mirror = on; } },
+    overlay: { last: null, mirror: null, selected: null, hit: null, at: null,
+               draw(m) { this.last = m; }, clear() { this.last = null; },
+               setMirror(on) { this.mirror = on; }, select(id) { this.selected = id; },
+               faceAt(x, y) { this.at = [x, y]; return this.hit; } },
     bars: { face: undefined, show(f) { this.face = f; }, clear() { this.face = null; } },
     announcer: new LiveAnnouncer(ui.announce),
     timeline: { session: null, started: [], start(s) { this.session = s; this.started.push(s); },
@@ -432,4 +436,57 @@ test("an uncertain face is not announced; the last confident label stays", async
   clock.advance(5000);
   send("sad", false);
   assert.equal(ui.announce.textContent, "Expression: sad");
+});
+
+test("a click on a face makes the bars follow it; a second click goes back to the largest", async (t) => {
+  const { c, ui, transports } = setup();
+  c.init(null);
+  t.after(() => c.dispose()); // the readout ticker would keep Node alive
+  await c.loadConfig();
+  const starting = c.start();
+  await flush();
+  transports[0].resolve();
+  await finished(starting);
+  const big = { id: 1, box: [10, 10, 200, 200], label: "happy", score: 0.9, scores: { happy: 0.9 } };
+  const small = { id: 2, box: [300, 10, 50, 50], label: "sad", score: 0.8, scores: { sad: 0.8 } };
+  transports[0].options.onResult(result("happy", { faces: [big, small] }));
+  assert.equal(c.bars.face, big); // the largest by default
+  c.overlay.hit = small;
+  ui.overlay.dispatch("click", { clientX: 330, clientY: 50 });
+  assert.deepEqual(c.overlay.at, [320, 30]); // page coordinates -> the canvas's own
+  assert.equal(c.overlay.selected, 2);
+  assert.equal(c.bars.face, small); // at once, with the last result
+  transports[0].options.onResult(result("happy", { faces: [big, { ...small, label: "fear" }] }));
+  assert.equal(c.bars.face.id, 2); // and in the next results
+  assert.equal(c.preferredFaceId(), 2); // the timeline plots it too
+  ui.overlay.dispatch("click", { clientX: 330, clientY: 50 }); // the same face again
+  assert.equal(c.overlay.selected, null);
+  assert.equal(c.bars.face, big);
+  c.overlay.hit = small;
+  ui.overlay.dispatch("click", { clientX: 330, clientY: 50 });
+  transports[0].options.onResult(result("happy", { faces: [big] })); // the face left
+  assert.equal(c.bars.face, big);
+  c.stop();
+  assert.equal(c.selectedId, null);
+  assert.equal(c.overlay.selected, null);
+});
+
+test("the keyboard focus moves from Start to Stop and back", async (t) => {
+  const { c, ui, transports } = setup();
+  const doc = { activeElement: null };
+  for (const name of ["start", "stop"]) {
+    ui[name].ownerDocument = doc;
+    ui[name].focus = () => { doc.activeElement = ui[name]; };
+  }
+  c.init(null);
+  t.after(() => c.dispose());
+  await c.loadConfig();
+  ui.start.focus();
+  const starting = c.start();
+  assert.equal(doc.activeElement, ui.stop); // Start was disabled under the user's focus
+  await flush();
+  transports[0].resolve();
+  await finished(starting);
+  c.stop();
+  assert.equal(doc.activeElement, ui.start);
 });
