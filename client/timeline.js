@@ -207,7 +207,7 @@ export class Timeline {
       const text = fmt === "csv" ? timelineCsv(this.data) : JSON.stringify(this.data);
       const type = fmt === "csv" ? "text/csv" : "application/json";
       saveBlob(new Blob([text], { type }), `timeline-${safeName(this.ended)}.${fmt}`);
-      this.setNote("Saved from the page: the session has ended (its last second or so may be missing).");
+      this.setNote("Saved from the page: the session has ended (its last two seconds or so may be missing).");
       return;
     }
     if (!session || this.downloading) return;
