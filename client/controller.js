@@ -71,6 +71,7 @@ function initialState() {
     configLoaded: false,
     fps: 0,
     rttMs: null,
+    selectedFace: null, // the id of the face the user clicked (the bars follow it), or null
     timeline: {}, // filled by Timeline: {points, faceIds, face, polls, inFlight, polling, error}
     analysis: {}, // filled by AnalysisPanel: {phase, kind, name, job, upload, progress, ...}
   };
@@ -101,7 +102,6 @@ export class PageController {
     this.meter = new RateMeter();
     this.rtt = null; // {ms, kind} of the latest round trip
     this.readoutTimer = null;
-    this.selectedId = null; // a face the user clicked: the bars follow it while it is in view
 
     const views = (deps.createViews || createViews)(ui, this);
     this.overlay = views.overlay;
@@ -359,7 +359,7 @@ export class PageController {
     if (msg.session) this.app.session = msg.session;
     this.meter.add(now);
     const faces = Array.isArray(msg.faces) ? msg.faces : [];
-    const face = faces.length ? chooseFace(faces, this.selectedId) : null;
+    const face = faces.length ? chooseFace(faces, this.app.selectedFace) : null;
     this.overlay.draw(msg);
     this.bars.show(face);
     // An uncertain face announces nothing (the last confident label stays the announced one).
@@ -373,8 +373,8 @@ export class PageController {
   preferredFaceId() {
     const last = this.app.lastResult;
     const faces = last && Array.isArray(last.faces) ? last.faces : [];
-    const f = this.app.state === "running" && faces.length ? chooseFace(faces, this.selectedId)
-      : null;
+    const running = this.app.state === "running" && faces.length;
+    const f = running ? chooseFace(faces, this.app.selectedFace) : null;
     return f && f.id !== undefined ? f.id : null;
   }
 
@@ -384,11 +384,11 @@ export class PageController {
     const r = this.ui.overlay.getBoundingClientRect();
     const f = this.overlay.faceAt(event.clientX - r.left, event.clientY - r.top);
     const id = f && f.id !== undefined && f.id !== null ? f.id : null;
-    this.selectedId = id === this.selectedId ? null : id;
-    this.overlay.select(this.selectedId);
+    this.app.selectedFace = id === this.app.selectedFace ? null : id;
+    this.overlay.select(this.app.selectedFace);
     const last = this.app.lastResult;
     if (this.app.state === "running" && last && Array.isArray(last.faces) && last.faces.length) {
-      this.bars.show(chooseFace(last.faces, this.selectedId));
+      this.bars.show(chooseFace(last.faces, this.app.selectedFace));
     }
   }
 
@@ -437,7 +437,7 @@ export class PageController {
     stopTracks(this.stream);
     this.stream = null;
     this.ui.video.srcObject = null;
-    this.selectedId = null;
+    this.app.selectedFace = null;
     this.overlay.select(null);
     this.overlay.clear();
     this.bars.clear();

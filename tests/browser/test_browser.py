@@ -408,3 +408,23 @@ def test_server_going_away_is_shown(tmp_path, fake_classifier, page, transport):
     assert state(page)["transport"] is None
     assert page.evaluate("() => document.getElementById('video').srcObject") is None
     assert page.errors == []
+
+
+def test_clicking_a_face_makes_the_bars_follow_it(webrtc_page):
+    page = webrtc_page
+    wait_overlay(page)
+    # the centre of the first face, in page pixels (the video is shown mirrored, contained)
+    x, y, fid = page.evaluate("""() => {
+      const r = document.querySelector('#overlay').getBoundingClientRect();
+      const m = window.facedapps.lastResult, f = m.faces[0];
+      const s = Math.min(r.width / m.width, r.height / m.height);
+      const ox = r.left + (r.width - m.width * s) / 2, oy = r.top + (r.height - m.height * s) / 2;
+      let cx = f.box[0] + f.box[2] / 2;
+      if (document.querySelector('#mirror').checked) cx = m.width - cx;
+      return [ox + cx * s, oy + (f.box[1] + f.box[3] / 2) * s, f.id];
+    }""")
+    page.mouse.click(x, y)
+    page.wait_for_function(f"() => window.facedapps.selectedFace === {fid}", timeout=5_000)
+    page.mouse.click(x, y)  # the same face again: back to the largest
+    page.wait_for_function("() => window.facedapps.selectedFace === null", timeout=5_000)
+    assert page.errors == []

@@ -467,7 +467,7 @@ test("a click on a face makes the bars follow it; a second click goes back to th
   transports[0].options.onResult(result("happy", { faces: [big] })); // the face left
   assert.equal(c.bars.face, big);
   c.stop();
-  assert.equal(c.selectedId, null);
+  assert.equal(c.app.selectedFace, null);
   assert.equal(c.overlay.selected, null);
 });
 
