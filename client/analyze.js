@@ -102,6 +102,8 @@ export const DOWNLOADS = Object.freeze([
   { file: "frames.csv", text: "Frames (CSV)" },
   { file: "frames.jsonl", text: "Frames (JSON lines)" },
   { file: "summary.json", text: "Summary (JSON)" },
+  { file: "annotated.mp4", text: "Annotated video (MP4)" },
+  { file: "chart.png", text: "Chart (PNG)" },
 ]);
 
 /**

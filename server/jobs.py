@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -161,6 +162,13 @@ def _size(n: int) -> str:
     return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n / 2**10:.0f} kB"
 
 
+def _download_stem(job: Job) -> str:
+    """The start of a downloaded file's name: the video's name without its extension, in safe
+    characters ("interview.mp4" -> "interview"), else the job id."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", job.name.rsplit(".", 1)[0]).strip("._")[:60]
+    return stem if stem and job.name != "upload" else job.id
+
+
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
@@ -261,7 +269,7 @@ async def job_file(request: web.Request) -> web.Response:
     body = job.outputs.get(name)
     headers = {"Accept-Ranges": "bytes"}
     if request.query.get("download", "").lower() not in ("", "0", "false", "no"):
-        headers["Content-Disposition"] = f'attachment; filename="{job.id}-{name}"'
+        headers["Content-Disposition"] = f'attachment; filename="{_download_stem(job)}-{name}"'
     ctype = CONTENT_TYPES.get(suffix, "application/octet-stream")
     try:
         rng = request.http_range  # browsers seek in a <video> with Range requests

@@ -219,7 +219,8 @@ def test_a_video_is_uploaded_analysed_shown_and_cleared(request, page, files, wi
     # The download links work.
     links = page.eval_on_selector_all(
         "#job-downloads a", "as => as.map(a => [a.dataset.file, a.getAttribute('href')])")
-    assert [f for f, _ in links] == ["frames.csv", "frames.jsonl", "summary.json"]
+    assert [f for f, _ in links] == ["frames.csv", "frames.jsonl", "summary.json",
+                                     "annotated.mp4", "chart.png"]
     for name, href in links:
         assert href == f"/api/jobs/{job}/{name}?download=1" + (f"&token={TOKEN}" if token else "")
     csv = page.evaluate("""async () => {

@@ -69,7 +69,7 @@ test("job URLs carry the token as ?token= (or &token= after ?download=1)", () =>
   assert.equal(jobUrl("a/b", ""), "/api/jobs/a%2Fb"); // an odd id cannot leave its path segment
 });
 
-test("result URLs: video, chart and the three downloads", () => {
+test("result URLs: video, chart and the downloads", () => {
   const all = resultUrls("j1", "tok");
   assert.equal(all.video, "/api/jobs/j1/annotated.mp4?token=tok");
   assert.equal(all.chart, "/api/jobs/j1/chart.png?token=tok");
@@ -77,13 +77,16 @@ test("result URLs: video, chart and the three downloads", () => {
     "/api/jobs/j1/frames.csv?download=1&token=tok",
     "/api/jobs/j1/frames.jsonl?download=1&token=tok",
     "/api/jobs/j1/summary.json?download=1&token=tok",
+    "/api/jobs/j1/annotated.mp4?download=1&token=tok",
+    "/api/jobs/j1/chart.png?download=1&token=tok",
   ]);
   assert.deepEqual(all.downloads.map((d) => d.file), DOWNLOADS.map((d) => d.file));
   // A job without an annotated video (the server lists its files): no video, the rest stays.
   const some = resultUrls("j1", "", ["frames.csv", "frames.jsonl", "chart.png", "summary.json"]);
   assert.equal(some.video, null);
   assert.equal(some.chart, "/api/jobs/j1/chart.png");
-  assert.equal(some.downloads.length, 3);
+  assert.deepEqual(some.downloads.map((d) => d.file),
+    ["frames.csv", "frames.jsonl", "summary.json", "chart.png"]);
   assert.deepEqual(resultUrls("j1", "", ["summary.json"]).downloads.map((d) => d.file), ["summary.json"]);
 });
 

@@ -215,6 +215,8 @@ test("a video is uploaded with progress, polled until done and its results shown
     "/api/jobs/j1/frames.csv?download=1&token=tok",
     "/api/jobs/j1/frames.jsonl?download=1&token=tok",
     "/api/jobs/j1/summary.json?download=1&token=tok",
+    "/api/jobs/j1/annotated.mp4?download=1&token=tok",
+    "/api/jobs/j1/chart.png?download=1&token=tok",
   ]);
   assert.equal(t.ui.jobFaces.children.length, 1);
   assert.match(text(t.ui.jobFaces.children[0]), /#1happy 90%.*happy 90%, neutral 10%/);

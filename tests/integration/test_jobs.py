@@ -196,6 +196,10 @@ async def test_job_files_answer_ranges_and_downloads_as_a_developer_expects(aioh
     await finished(client, job)
     r = await client.get(f"/api/jobs/{job}/frames.csv?download=0")
     assert r.status == 200 and "Content-Disposition" not in r.headers
+    r = await client.get(f"/api/jobs/{job}/frames.csv?download=1")  # no name: the job id
+    assert r.headers["Content-Disposition"] == f'attachment; filename="{job}-frames.csv"'
+    r = await client.get(f"/api/jobs/{named}/frames.csv?download=1")  # the video's name
+    assert r.headers["Content-Disposition"] == 'attachment; filename="interview-frames.csv"'
     r = await client.get(f"/api/jobs/{job}/frames.csv", headers={"Range": "bytes=99999999-"})
     assert r.status == 416 and r.headers["Content-Range"].startswith("bytes */")
     assert "outside the file" in (await r.json())["error"]
