@@ -116,7 +116,7 @@ def create_app(cfg: ServerConfig, classifier: Classifier | None = None) -> web.A
     async def engine_ctx(app: web.Application):
         app[ENGINE] = Engine.start(cfg, replicas, app[METRICS], app[FEED].publish)
         app[JOBS] = JobQueue(cfg, replicas[0])
-        app[JOBS].expiry = asyncio.create_task(app[JOBS].expire_forever(), name="jobs-expiry")
+        app[JOBS].start()
         yield
         await app[JOBS].close()
         await app[ENGINE].close()

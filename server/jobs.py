@@ -76,8 +76,11 @@ class JobQueue:
         self.jobs: dict[str, Job] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="jobs")
         self.tasks: set[asyncio.Task] = set()
-        #: :meth:`expire_forever`, started by the app (``server.app``) once its loop runs.
-        self.expiry: asyncio.Task | None = None
+        self.expiry: asyncio.Task | None = None  # :meth:`start`
+
+    def start(self) -> None:
+        """Begin expiring finished jobs on a timer (call from the running loop)."""
+        self.expiry = asyncio.create_task(self.expire_forever(), name="jobs-expiry")
 
     def active(self) -> int:
         return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
