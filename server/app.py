@@ -18,7 +18,7 @@ from core.runtimes import Classifier, load_replicas
 from server.access import access_middleware
 from server.config import ServerConfig, infer_threads_for
 from server.engine import Engine
-from server.errors import ServeError
+from server.errors import ServeError, json_error
 from server.feed import FeedHub, feed_handler
 from server.jobs import JobQueue, add_routes
 from server.metrics import Metrics
@@ -27,7 +27,6 @@ from server.registry import Registry
 from server.remote import healthz_with_tier, load_remote_replicas
 from server.routes import (
     client_config,
-    error,
     healthz,
     index,
     metrics,
@@ -63,7 +62,7 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        answer = error(exc.status, exc.reason)
+        answer = json_error(exc.status, exc.reason)
         if "Allow" in exc.headers:  # a 405 says which methods the route has
             answer.headers["Allow"] = exc.headers["Allow"]
         return answer
@@ -71,16 +70,22 @@ async def error_middleware(request: web.Request, handler):
         raise
     except web.RequestPayloadError:  # the client's body: cut off, or a Content-Encoding it lacks
         log.info("unreadable body on %s %s", request.method, request.path)
-        return error(400, "the request body cannot be read (cut off, or not encoded as its "
-                          "Content-Encoding says)")
+        # The rest of the body cannot be read either: end the stream here and close the
+        # connection after the answer (aiohttp would otherwise read on after the 400, hit the
+        # same error and log it as an unhandled exception).
+        request.content.feed_eof()
+        answer = json_error(400, "the request body cannot be read (cut off, or not encoded as "
+                            "its Content-Encoding says)")
+        answer.force_close()
+        return answer
     except Exception as exc:  # the top of every request: log it whole, answer a fixed message
         if isinstance(exc, ConnectionResetError) and (
                 request.transport is None or request.transport.is_closing()):
             # the client went away mid-request (a reset elsewhere is a fault of ours: below)
             log.info("client gone during %s %s", request.method, request.path)
-            return error(400, "the connection was closed before the request was read")
+            return json_error(400, "the connection was closed before the request was read")
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error(500, "internal error")
+        return json_error(500, "internal error")
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -6,7 +6,14 @@ few fixed messages (or the message of one of our own errors, which are written f
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from core.errors import ImageError, ModelError
+
+
+def json_error(status: int, text: str) -> web.Response:
+    """The JSON error every route answers with: ``{"error": text}``."""
+    return web.json_response({"error": text}, status=status)
 
 
 class ServeError(RuntimeError):

@@ -28,7 +28,7 @@ from aiohttp import web
 from core.analyze import OUTPUT_FILES, Outputs, analyze_video
 from core.video import VideoError, container_kind, inspect
 from server.config import ServerConfig
-from server.errors import INTERNAL
+from server.errors import INTERNAL, json_error
 from server.state import JOBS
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,6 @@ def _download_stem(job: Job) -> str:
     return stem if stem and job.name != "upload" else job.id
 
 
-def _error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
-
-
 class UploadError(ValueError):
     """A request body that carries no usable upload (the message is for the client)."""
 
@@ -224,23 +220,23 @@ async def create_job(request: web.Request) -> web.Response:
     cfg = q.cfg
     q.expire()
     if q.active() >= cfg.max_jobs:
-        return _error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+        return json_error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
     try:
         name, data = await _read_upload(request, cfg.max_upload_bytes)
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"video too large (at most {_size(cfg.max_upload_bytes)})")
+        return json_error(413, f"video too large (at most {_size(cfg.max_upload_bytes)})")
     except UploadError as exc:
-        return _error(400, str(exc))
+        return json_error(400, str(exc))
     if not data:
-        return _error(400, "empty upload")
+        return json_error(400, "empty upload")
     found = await asyncio.to_thread(inspect, data)
     if found != "video":
         kind = container_kind(data)
         if found == "unreadable" and kind is not None:  # its header or index is broken/missing
-            return _error(400, f"malformed or cut-off {kind} file: it cannot be read as video")
-        return _error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
+            return json_error(400, f"malformed or cut-off {kind} file: it cannot be read as video")
+        return json_error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
     if q.active() >= cfg.max_jobs:  # others were queued while this one uploaded
-        return _error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+        return json_error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
     job = q.submit(_clean_name(name), data)
     log.info("job %s: queued %s (%d bytes)", job.id, job.name, len(data))
     return web.json_response(job.public(), status=202)
@@ -267,7 +263,7 @@ async def job_file(request: web.Request) -> web.Response:
     name = request.match_info["file"]
     if job.status != "done" or name not in (job.summary or {}).get("files", []):
         later = " (yet)" if job.status in ("queued", "running") else ""
-        return _error(404, f"no file {name!r} for this job{later}")
+        return json_error(404, f"no file {name!r} for this job{later}")
     suffix = name[name.rfind("."):]
     body = job.outputs.get(name)
     headers = {"Accept-Ranges": "bytes"}
@@ -282,7 +278,7 @@ async def job_file(request: web.Request) -> web.Response:
         return web.Response(body=body, headers=headers, content_type=ctype)
     start, stop, _ = rng.indices(len(body))
     if start >= len(body) or start >= stop:
-        answer = _error(416, f"the range is outside the file ({len(body)} bytes)")
+        answer = json_error(416, f"the range is outside the file ({len(body)} bytes)")
         answer.headers["Content-Range"] = f"bytes */{len(body)}"
         return answer
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(body)}"
@@ -292,7 +288,7 @@ async def job_file(request: web.Request) -> web.Response:
 async def delete_job(request: web.Request) -> web.Response:
     """``DELETE /api/jobs/{job}``: forget the job and its results now (cancels a running one)."""
     if not request.app[JOBS].delete(request.match_info["job"]):
-        return _error(404, "no such job")
+        return json_error(404, "no such job")
     return web.json_response({"deleted": True})
 
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from core.errors import ImageError
 from server.adapt import AdaptiveReuse
 from server.config import detect_workers_for
-from server.errors import CapacityError
+from server.errors import CapacityError, json_error
 from server.state import (
     CLASSIFIER,
     CONFIG,
@@ -27,11 +27,6 @@ from server.state import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def error(status: int, text: str) -> web.Response:
-    """The JSON error every route answers with: ``{"error": text}``."""
-    return web.json_response({"error": text}, status=status)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -48,7 +43,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     except (OSError, ValueError, RuntimeError):  # a NUL byte, a name too long, a link loop
         found = False
     if not found:
-        return error(404, "no such file")
+        return json_error(404, "no such file")
     return web.FileResponse(path)
 
 
@@ -92,29 +87,29 @@ async def predict(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     reading = request.app[PREDICT_READING]
     if not reading.enter():
-        return error(503, f"server busy (at most {reading.limit} photos arriving at once); "
+        return json_error(503, f"server busy (at most {reading.limit} photos arriving at once); "
                           "try again")
     try:
         data = await asyncio.wait_for(_read_image(request), cfg.predict_read_timeout_s)
     except asyncio.TimeoutError:
-        late = error(408, f"the image did not arrive within {cfg.predict_read_timeout_s:g} s")
+        late = json_error(408, f"the image did not arrive within {cfg.predict_read_timeout_s:g} s")
         late.force_close()
         return late
     except web.HTTPRequestEntityTooLarge:
-        return error(413, f"image too large (at most {cfg.max_body_bytes} bytes)")
+        return json_error(413, f"image too large (at most {cfg.max_body_bytes} bytes)")
     except ImageError as exc:
-        return error(exc.status, str(exc))
+        return json_error(exc.status, str(exc))
     finally:
         reading.leave()
     gate = request.app[PREDICT_GATE]
     if not gate.enter():
-        return error(503, f"server busy (at most {gate.limit} photos at once); try again")
+        return json_error(503, f"server busy (at most {gate.limit} photos at once); try again")
     try:
         return web.json_response(await request.app[ENGINE].classify_image(data))
     except ImageError as exc:
-        return error(exc.status, str(exc))
+        return json_error(exc.status, str(exc))
     except CapacityError as exc:
-        return error(503, str(exc))
+        return json_error(503, str(exc))
     finally:
         gate.leave()
 
@@ -162,7 +157,7 @@ async def session_timeline(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}/timeline.json|csv``: per-second probabilities of each face."""
     s = request.app[REGISTRY].sessions.get(request.match_info["sid"])
     if s is None:
-        return error(404, "no such live session")
+        return json_error(404, "no such live session")
     if request.match_info["fmt"] == "csv":
         return web.Response(text=s.timeline.to_csv(), content_type="text/csv",
                             headers={"Content-Disposition":

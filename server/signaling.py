@@ -9,15 +9,11 @@ import logging
 from aiohttp import web
 
 from server.access import client_ip
-from server.errors import CapacityError
+from server.errors import CapacityError, json_error
 from server.state import CONFIG, ENGINE, REGISTRY
 from server.transports.webrtc import RtcPeer
 
 log = logging.getLogger(__name__)
-
-
-def _error(status: int, text: str) -> web.Response:
-    return web.json_response({"error": text}, status=status)
 
 
 def parse_offer(body: bytes, max_sdp: int) -> tuple[str, str]:
@@ -53,14 +49,14 @@ async def offer(request: web.Request) -> web.Response:
         body = await request.read()
         sdp, kind = parse_offer(body, cfg.max_sdp_chars)
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, "request body too large")
+        return json_error(413, "request body too large")
     except ValueError as exc:
-        return _error(400, str(exc))
+        return json_error(400, str(exc))
     ip = client_ip(request)
     try:
         registry.reserve(ip)
     except CapacityError as exc:
-        return _error(503, str(exc))
+        return json_error(503, str(exc))
     peer = RtcPeer(registry, request.app[ENGINE], cfg, ip)
     try:
         answer = await peer.answer(sdp, kind)
@@ -70,7 +66,7 @@ async def offer(request: web.Request) -> web.Response:
     except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
         log.info("rejected offer from %s: %r", ip, exc)
         await peer.close()
-        return _error(400, "could not use this offer (is it a browser's WebRTC offer with a "
+        return json_error(400, "could not use this offer (is it a browser's WebRTC offer with a "
                            "video track?)")
     peer.start()
     log.info("session %s: new WebRTC peer from %s", peer.sid, ip)

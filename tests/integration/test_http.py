@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import os
 
 import cv2
@@ -239,8 +240,9 @@ async def test_unknown_route_is_json_404(client):
     assert r.status == 404
 
 
-async def test_unreadable_bodies_missing_files_and_wrong_methods_are_json_4xx(client):
-    # a body that says gzip but is not: the client's mistake, so 400 (it was a 500)
+async def test_unreadable_bodies_missing_files_and_wrong_methods_are_json_4xx(client, caplog):
+    # a body that says gzip but is not: the client's mistake, so 400 (it was a 500), and no
+    # error in the log (aiohttp read on after the 400 and logged an "Unhandled exception")
     png = cv2.imencode(".png", face_frame(0)[0])[1].tobytes()
     for route in ("/api/predict", "/api/jobs", "/offer"):
         # (aiohttp drops the connection after such a body: one connection per request)
@@ -257,6 +259,8 @@ async def test_unreadable_bodies_missing_files_and_wrong_methods_are_json_4xx(cl
     assert r.status == 200 and r.content_type == "application/javascript"
     r = await client.get("/api/predict")
     assert r.status == 405 and r.headers["Allow"] == "POST" and "error" in await r.json()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
 
 
 async def test_a_stalled_upload_does_not_hold_a_classification_place(aiohttp_client):
