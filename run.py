@@ -511,11 +511,11 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return run(boxes=args.boxes or None, modes=[m for m in args.modes.split(",") if m],
                split=args.split, width=args.width, sizes=sizes, repeats=args.repeats,
                video=args.video or None, video_frames=args.video_frames, grid=args.grid,
-               json_path=args.json)
+               json_path=args.json, gallery=args.gallery or None)
 
 
 def add_bench_detect_parser(sub: Any) -> None:
-    from bench.detection import DEFAULT_BOXES, DEFAULT_VIDEO, FRAME_SIZES
+    from bench.detection import DEFAULT_BOXES, DEFAULT_CLIPS, DEFAULT_VIDEO, FRAME_SIZES
 
     bd = sub.add_parser("bench-detect", help="face detection: recall by face size, precision "
                         "and cost per frame of the detector modes")
@@ -536,6 +536,9 @@ def add_bench_detect_parser(sub: Any) -> None:
     bd.add_argument("--video", default=str(DEFAULT_VIDEO),
                     help="video to run the modes on ('' for none; skipped when missing)")
     bd.add_argument("--video-frames", type=int, default=0, help="at most this many frames")
+    bd.add_argument("--gallery", default=str(DEFAULT_CLIPS),
+                    help="labelled clips (labels.csv) to build a video-call gallery from: live "
+                         "recall of real faces of 24-48 px ('' for none; skipped when missing)")
     bd.add_argument("--grid", action="store_true",
                     help="run every candidate on the tune half and select one by the rule")
     bd.add_argument("--list-candidates", action="store_true")

@@ -9,6 +9,8 @@ Prints, for each mode (``core.faces.MODES``, or a candidate of :data:`CANDIDATES
    (modes interleaved), and its ratio to ``fast`` (the detector before the issue: BlazeFace
    short-range on the whole frame letterboxed to 128x128).
 3. What each mode finds in a video (frames with at least one face, mean faces per frame).
+4. Live recall of small real faces in a video-call gallery built from the labelled dev clips
+   (``bench.gallery``).
 
 The matching rule (:func:`match_image`): detections are taken strongest first; each one matches
 the not yet matched ground-truth box with the highest IoU among those it overlaps at IoU >= 0.3
@@ -40,6 +42,7 @@ from core.faces import Detection, DetectorMode, FaceDetector, FrameScan, Level, 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BOXES = ROOT.parent / "shared" / "data" / "face_boxes_dev"
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "street_group_1080p.mp4"
+DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "labeled_videos_dev"
 #: Faces shorter than this (ground-truth box height, px) are not counted.
 MIN_FACE_PX = 24
 #: (label, low, high) of the recall columns; high None: no upper bound.
@@ -452,12 +455,14 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         modes: Sequence[str] = ("fast", "live", "live-cycle", "accurate"), split: str = "all",
         width: int = 0, sizes: Sequence[tuple[int, int]] = FRAME_SIZES, repeats: int = 50,
         video: str | Path | None = DEFAULT_VIDEO, video_frames: int = 0, grid: bool = False,
-        json_path: str | Path | None = None) -> int:
+        json_path: str | Path | None = None, gallery: str | Path | None = None) -> int:
     """``run.py bench-detect``: print the tables (and write them as JSON to ``json_path``).
     ``boxes``: the folder (skipped when it is the default one and missing); ``modes``: names of
     ``core.faces.MODES`` or :data:`CANDIDATES`; ``width``: scale images to this width first;
-    ``sizes``: frame sizes of the cost table; ``video``: skipped when missing. Returns 0, or 2
-    for a bad mode or folder."""
+    ``sizes``: frame sizes of the cost table; ``video``: skipped when missing; ``gallery``: a
+    folder of labelled clips for the gallery table (``bench.gallery``; video modes only, i.e.
+    not ``accurate``), skipped when it is the default one and missing. Returns 0, or 2 for a
+    bad mode or folder."""
     try:
         chosen = {n: mode_by_name(n) for n in modes}
     except ValueError as exc:
@@ -468,6 +473,10 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         data = load_boxes(boxes)
     elif boxes is not None and Path(boxes) != DEFAULT_BOXES:
         print(f"error: no boxes.json in {boxes}")
+        return 2
+    if gallery is not None and not (Path(gallery) / "labels.csv").exists() and (
+            Path(gallery) != DEFAULT_CLIPS):
+        print(f"error: no labels.csv in {gallery}")
         return 2
     result: dict[str, Any] = {"cpu": cpu_model(),
                               "modes": {n: m.describe() for n, m in chosen.items()}}
@@ -507,6 +516,13 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
             rows.append([n, v["frames"], v["frames_with_face"], f"{v['mean_faces']:.2f}",
                          f"{v['ms_per_frame']:.1f}"])
         print(table(["mode", "frames", "frames with a face", "faces/frame", "ms/frame"], rows))
+    if gallery is not None and (Path(gallery) / "labels.csv").exists():
+        from bench import gallery as gal
+
+        video_modes = {n: d for n, d in detectors.items()
+                       if not n.endswith(CYCLE) and not d.mode.mtcnn}
+        if video_modes:
+            result["gallery"] = gal.run(video_modes, gallery)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
     return 0
