@@ -24,15 +24,35 @@ def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _port(text: str) -> int:
+    """A TCP port number (argparse type); the default comes from FACEDAPPS_PORT as text, so a
+    bad value there is reported like a bad --port instead of a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port number 0-65535 (--port or FACEDAPPS_PORT), "
+                                         f"not {text!r}")
+    return port
+
+
 def add_serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("FACEDAPPS_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("FACEDAPPS_PORT", "8080")))
-    p.add_argument("--model", default=os.environ.get("FACEDAPPS_MODEL", str(DEFAULT_MODEL)))
+    p.add_argument("--host", default=os.environ.get("FACEDAPPS_HOST", "127.0.0.1"),
+                   help="address to listen on (env FACEDAPPS_HOST; default %(default)s)")
+    p.add_argument("--port", type=_port, default=os.environ.get("FACEDAPPS_PORT", "8080"),
+                   help="port (env FACEDAPPS_PORT; default %(default)s)")
+    p.add_argument("--model", default=os.environ.get("FACEDAPPS_MODEL", str(DEFAULT_MODEL)),
+                   help="model folder (env FACEDAPPS_MODEL; default models/default)")
     p.add_argument("--backend", default=os.environ.get("FACEDAPPS_BACKEND", "auto"),
-                   help="classifier backend: auto (default), keras, litert-int8, litert-fp32")
-    p.add_argument("--max-sessions", type=int, default=16, help="global session capacity")
-    p.add_argument("--max-sessions-per-ip", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=8, help="batcher: max faces per batch")
+                   help="classifier backend: auto (default), keras, litert-int8, litert-fp32 "
+                        "(env FACEDAPPS_BACKEND)")
+    p.add_argument("--max-sessions", type=int, default=16,
+                   help="global live-session capacity (default %(default)s)")
+    p.add_argument("--max-sessions-per-ip", type=int, default=4,
+                   help="live sessions per client address (default %(default)s)")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="batcher: max faces per batch (default %(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batcher: max wait for more faces (0: take what is queued)")
     p.add_argument("--detect-live-mode", choices=["fast", "live", "accurate"], default="live",
@@ -43,7 +63,8 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    default="accurate", help="face detector of uploaded photos (default accurate)")
     p.add_argument("--reuse-s", type=float, default=None,
                    help="reuse a tracked face's probabilities this many seconds before "
-                        "classifying it again (0: every frame; default: the measured choice)")
+                        "classifying it again (0: every frame; default 0.2, the measured "
+                        "choice)")
     p.add_argument("--reuse-max-s", type=float, default=None,
                    help="when the server drops frames (overloaded), lengthen the reuse age up "
                         "to this many seconds; at or below --reuse-s it stays fixed "
@@ -80,11 +101,13 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="classify on the shared Ray Serve inference tier at ADDRESS (auto, "
                         "HOST:PORT or ray://HOST:PORT), deploying it if absent (env "
                         "FACEDAPPS_RAY_ADDRESS; default: in this process)")
-    p.add_argument("--ray-app", default="facedapps", help="the tier's Serve application name")
+    p.add_argument("--ray-app", default="facedapps",
+                   help="the tier's Serve application name (default %(default)s)")
     p.add_argument("--ray-inflight", type=int, default=4,
-                   help="tier calls this server keeps in flight at once")
+                   help="tier calls this server keeps in flight at once (default %(default)s)")
     p.add_argument("--ray-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="a tier call not answered in this time fails its frames")
+                   help="a tier call not answered in this time fails its frames (default "
+                        "%(default)s)")
     # -- end of the Ray Serve flags --
     p.add_argument("--log-level", default="INFO")
 
@@ -667,7 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=None,
                    help="seed of the train/val split (default: the one in the model's "
                         "metadata, else 1234)")
-    e.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
+    e.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
+                   help="auto (default): an image of at most 96x96 is a face crop, larger ones "
+                        "go through face detection; always: detect; never: classify the whole "
+                        "image")
     e.add_argument("--backend", default="auto")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_evaluate)
@@ -752,7 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="JPEG, PNG or WebP files, or folders of them")
     pr.add_argument("--model", default=str(DEFAULT_MODEL))
     pr.add_argument("--backend", default="auto")
-    pr.add_argument("--detect", choices=["auto", "always", "never"], default="auto")
+    pr.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
+                    help="auto (default): an image of at most 96x96 is a face crop, larger ones "
+                         "go through face detection; always: detect; never: classify the whole "
+                         "image")
     pr.set_defaults(fn=cmd_predict)
 
     c = sub.add_parser("convert", help="write LiteRT fp32/int8 artifacts next to model.keras")

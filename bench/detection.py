@@ -117,12 +117,16 @@ def mode_by_name(name: str) -> DetectorMode:
     live mode with its video scan pass as a level (a still scene after one scan cycle)."""
     if name in CANDIDATES:
         return CANDIDATES[name]
-    if name.endswith(CYCLE):
-        mode = resolve_mode(name[: -len(CYCLE)])
-        if mode.scan is None:
-            raise ValueError(f"mode {mode.name!r} has no video scan pass")
-        return mode.with_scan_as_level()
-    return resolve_mode(name)
+    try:
+        if name.endswith(CYCLE):
+            mode = resolve_mode(name[: -len(CYCLE)])
+            if mode.scan is None:
+                raise ValueError(f"mode {mode.name!r} has no video scan pass")
+            return mode.with_scan_as_level()
+        return resolve_mode(name)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (also: live-cycle, or a candidate of --list-candidates)"
+                         ) from None
 
 
 # --------------------------------------------------------------------------- ground truth

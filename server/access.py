@@ -47,7 +47,8 @@ def check_access(request: web.Request) -> None:
     if token:
         given = request.query.get("token") or request.headers.get("X-Access-Token") or ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise _deny(web.HTTPUnauthorized, "access token required")
+            raise _deny(web.HTTPUnauthorized,
+                        "access token not valid" if given else "access token required")
 
 
 def is_public(request: web.Request) -> bool:

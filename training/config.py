@@ -100,7 +100,8 @@ class TrainConfig:
     label_smoothing: float = flag(0.0, "label smoothing of the loss, e.g. 0.1 (default 0: off)",
                                   type=unit_float)
     #: Export (and evaluate) the model averaged over each face and its mirror image.
-    tta: bool = flag(True, "mirror averaging in the exported model (--no-tta: the plain model)")
+    tta: bool = flag(True, "export the plain model, without averaging each face with its mirror "
+                     "image (default: with)")
     #: With ``tta``: also average over the mirror pair shifted this many pixels left, right, up
     #: and down (10 views, 5x the classifier cost of mirror averaging); 0 = mirror only.
     tta_shift: int = flag(0, "also average over the mirror pair shifted this many pixels in 4 "
@@ -131,9 +132,10 @@ class TrainConfig:
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
     #: Keep at most this many training images (tiny runs and tests); 0 = all.
     limit: int = flag(0, "use at most N training images (0: all)")
-    export: bool = flag(True, "export into --models-dir/--name (--no-export: the run only)")
+    export: bool = flag(True, "keep the run only: do not export into --models-dir/--name "
+                        "(default: export)")
     #: After exporting, also write the LiteRT fp32/int8 artifacts (``run.py convert``) and
     #: record every backend's test accuracy in the metadata.
-    convert: bool = flag(True, "also write the LiteRT fp32/int8 copies (--no-convert: "
-                         "model.keras only)")
+    convert: bool = flag(True, "export model.keras only, without the LiteRT fp32/int8 copies "
+                         "(default: with them)")
     verbose: int = 1

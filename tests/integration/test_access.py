@@ -79,7 +79,9 @@ async def test_every_route_but_the_public_ones_needs_the_token(guarded):
 async def test_predict_needs_the_token_and_answers_with_it(guarded):
     data = png(face_frame(1)[0])
     r = await guarded.post("/api/predict", data=data)
-    assert r.status == 401 and "token" in (await r.json())["error"]
+    assert r.status == 401 and (await r.json())["error"] == "access token required"
+    r = await guarded.post("/api/predict?token=nope", data=data)  # says what is wrong
+    assert r.status == 401 and (await r.json())["error"] == "access token not valid"
     r = await guarded.post(f"/api/predict?token={TOKEN}", data=data)
     assert r.status == 200 and len((await r.json())["faces"]) == 1
 
