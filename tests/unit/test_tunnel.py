@@ -124,6 +124,21 @@ def test_cli_maps_flags_and_environment(monkeypatch):
         "flag", "t", "/opt/ngrok", True)
 
 
+def test_a_bad_port_in_the_environment_is_a_usage_error_of_serve_only(monkeypatch, capsys):
+    import run
+
+    monkeypatch.setenv("FACEDAPPS_PORT", "abc")
+    ap = run.build_parser()  # building every command's parser reads it: no crash there
+    assert ap.parse_args(["predict", "x.jpg"]).images == ["x.jpg"]
+    for argv in (["serve"], ["serve", "--port", "70000"]):
+        with pytest.raises(SystemExit) as exc:
+            ap.parse_args(argv)
+        assert exc.value.code == 2
+    assert "a port number 0-65535 (--port or FACEDAPPS_PORT), not 'abc'" in capsys.readouterr().err
+    monkeypatch.setenv("FACEDAPPS_PORT", "9090")
+    assert run.build_parser().parse_args(["serve"]).port == 9090
+
+
 def test_cli_refuses_unprotected_public_before_loading_anything(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "run.py"), "serve", "--ngrok",
                         "--model", str(tmp_path / "no-model")],
