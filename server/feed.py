@@ -7,13 +7,17 @@ import logging
 
 from aiohttp import WSCloseCode, web
 
-from server.protocol import dumps, hello_message
-from server.state import FEED
+from server.protocol import dumps, error_message, hello_message
+from server.ratelimit import RateLimiter
+from server.state import CONFIG, FEED
 
 log = logging.getLogger(__name__)
 
 #: Result messages queued per feed subscriber before older ones are dropped.
 FEED_QUEUE = 64
+#: Feed subscribers at once (each costs a queue and a copy of every result); more are told so
+#: and closed with 1013.
+MAX_SUBSCRIBERS = 256
 
 
 class FeedHub:
@@ -49,9 +53,14 @@ class FeedHub:
                                for ws in list(self.sockets)), return_exceptions=True)
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    async for _ in ws:  # the feed takes no input; reading notices the close
-        pass
+async def _drain(ws: web.WebSocketResponse, limiter: RateLimiter) -> None:
+    """Read (and ignore) what the subscriber sends, which notices the close; a subscriber that
+    sends more than the server's message rate is closed with 1008, as on ``/ws/stream``."""
+    async for _ in ws:
+        if not limiter.allow():
+            await ws.send_str(dumps(error_message("too many messages; slow down")))
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
+            return
 
 
 async def feed_handler(request: web.Request) -> web.WebSocketResponse:
@@ -60,10 +69,15 @@ async def feed_handler(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[FEED]
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     await ws.prepare(request)
+    if len(hub.subscribers) >= MAX_SUBSCRIBERS:
+        await ws.send_str(dumps(error_message(
+            f"server busy: {MAX_SUBSCRIBERS} feed subscribers; try later")))
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"at capacity")
+        return ws
     hub.sockets.add(ws)
     session = request.query.get("session")
     key, q = hub.subscribe(session)
-    reader = asyncio.create_task(_drain(ws))
+    reader = asyncio.create_task(_drain(ws, RateLimiter(request.app[CONFIG].max_messages_per_s)))
     getter: asyncio.Task | None = None
     try:
         await ws.send_str(dumps(hello_message(session)))

@@ -20,7 +20,7 @@ def parse_offer(body: bytes, max_sdp: int) -> tuple[str, str]:
     """Validate an ``/offer`` body; ValueError with a message for the client."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise ValueError("body must be JSON: {\"sdp\": str, \"type\": \"offer\"}") from None
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object")

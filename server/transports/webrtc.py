@@ -14,7 +14,6 @@ import uuid
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaBlackhole
 from aiortc.mediastreams import MediaStreamError
 
 from server.config import ServerConfig
@@ -28,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Do not queue more than this on a data channel (a slow client skips results instead).
 MAX_BUFFERED = 256 * 1024
+#: Data channels a peer may open; more are closed at once (every result goes to each one).
+MAX_CHANNELS = 4
 
 
 def frame_to_bgr(frame) -> np.ndarray:
@@ -57,7 +58,6 @@ class RtcPeer:
         self.session.sinks.append(self._send)
         self.channels: list = []
         self.tasks: list[asyncio.Task] = []
-        self.blackhole = MediaBlackhole()
         self._closing: asyncio.Task | None = None
         self.started = False
         self._limiter = RateLimiter(cfg.max_messages_per_s)
@@ -66,19 +66,16 @@ class RtcPeer:
 
         @pc.on("datachannel")
         def on_datachannel(channel) -> None:
+            if len(self.channels) >= MAX_CHANNELS:
+                log.info("session %s: more than %d data channels; closing the new one",
+                         self.sid, MAX_CHANNELS)
+                channel.close()
+                return
             self.channels.append(channel)
 
             @channel.on("message")
             def on_message(message) -> None:
                 self._on_channel_message(channel, message)
-
-        @pc.on("track")
-        def on_track(track) -> None:
-            if track.kind == "video" and not any(t.get_name().startswith("read-") for t in
-                                                 self.tasks):
-                self._spawn(self._read(track), f"read-{self.sid}")
-            else:
-                self.blackhole.addTrack(track)  # every track is read, even unused ones
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -92,6 +89,8 @@ class RtcPeer:
         self.tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
 
     def _on_channel_message(self, channel, message) -> None:
+        if self._closing is not None:
+            return
         if not self._limiter.allow():
             log.warning("session %s: data channel flood; closing", self.sid)
             self.close_soon()
@@ -146,7 +145,19 @@ class RtcPeer:
                 return
 
     async def answer(self, sdp: str, kind: str) -> RTCSessionDescription:
+        """Answer the offer, receiving its first video track only: every other media section
+        (audio, more video) is answered inactive, so its media is neither sent nor decoded
+        (frames of a track nobody reads would queue in aiortc without bound)."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        video = None
+        for t in self.pc.getTransceivers():
+            if video is None and t.kind == "video":
+                video = t
+            else:
+                t.direction = "inactive"
+        if video is None:
+            raise ValueError("offer has no video track")
+        self._spawn(self._read(video.receiver.track), f"read-{self.sid}")
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
 
@@ -178,7 +189,6 @@ class RtcPeer:
                 log.error("session %s: task %s failed", self.sid, t.get_name(),
                           exc_info=t.exception())
         await self.session.close()
-        await self.blackhole.stop()
         await self.pc.close()
         self.registry.release(self.ip, self if self.started else None)
         s = self.session

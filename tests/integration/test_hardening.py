@@ -278,6 +278,86 @@ async def test_data_channel_flood_closes_the_peer(aiohttp_server):
 
 
 @pytest.mark.timeout(60)
+async def test_extra_tracks_are_answered_inactive_and_extra_channels_closed(aiohttp_server):
+    """Only the first video track is received: a second video and an audio track are answered
+    inactive, so nothing is sent or decoded for them (unread tracks used to fill memory without
+    bound); data channels beyond MAX_CHANNELS are closed (each result goes to every one)."""
+    from aiortc import AudioStreamTrack
+
+    from server.transports.webrtc import MAX_CHANNELS
+
+    app, server, url = await start(aiohttp_server)
+    pc = RTCPeerConnection()
+    pc.addTrack(SmallFaceTrack())
+    pc.addTrack(AudioStreamTrack())
+    pc.addTrack(SmallFaceTrack(1))
+    channels = [pc.createDataChannel(f"c{i}") for i in range(MAX_CHANNELS + 3)]
+    results: list[dict] = []
+    channels[0].on("message", lambda m: results.append(json.loads(m)))
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(url + "/offer", json={"sdp": pc.localDescription.sdp,
+                                                   "type": "offer"})
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+    media = answer["sdp"].split("\r\nm=")[1:]
+    directions = [(m.split()[0], next(d for d in ("recvonly", "inactive", "sendrecv",
+                                                  "sendonly") if f"a={d}" in m))
+                  for m in media if not m.startswith("application")]
+    assert directions == [("video", "recvonly"), ("audio", "inactive"), ("video", "inactive")]
+    await pc.setRemoteDescription(RTCSessionDescription(**{k: answer[k]
+                                                           for k in ("sdp", "type")}))
+    await wait_for(lambda: any(m.get("type") == "result" and m.get("faces") for m in results),
+                   30, what="a result from the first video track")
+    await wait_for(lambda: sum(c.readyState == "open" for c in channels) == MAX_CHANNELS, 10,
+                   what="extra data channels closed")
+    peer = next(iter(app[REGISTRY].peers.values()))
+    assert len(peer.channels) == MAX_CHANNELS
+    await pc.close()
+    await wait_for(lambda: not app[REGISTRY].sessions, 40, what="session closed")
+    assert_registry_empty(app)
+
+
+@pytest.mark.timeout(60)
+async def test_offer_nested_too_deep_is_400(aiohttp_server):
+    app, server, url = await start(aiohttp_server)
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(url + "/offer", data=b"[" * 100_000 + b"]" * 100_000)
+        assert r.status in (400, 413) and "error" in await r.json()
+        r = await http.post(url + "/offer", data=b"[" * 5_000 + b"]" * 5_000)
+        assert r.status == 400 and "JSON" in (await r.json())["error"]
+    assert_registry_empty(app)
+
+
+@pytest.mark.timeout(60)
+async def test_feed_floods_and_subscribers_beyond_the_cap_are_closed(aiohttp_server,
+                                                                       monkeypatch):
+    import server.feed as feed
+
+    monkeypatch.setattr(feed, "MAX_SUBSCRIBERS", 2)
+    app, server, url = await start(aiohttp_server, max_messages_per_s=20)
+    async with aiohttp.ClientSession() as http:
+        subs = [await http.ws_connect(url + "/ws") for _ in range(2)]
+        for ws in subs:
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        third = await http.ws_connect(url + "/ws")
+        msg = await third.receive_json(timeout=5)
+        assert msg["type"] == "error" and "feed subscribers" in msg["error"]
+        await third.receive(timeout=5)
+        assert third.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        flooder = subs[0]
+        for _ in range(100):
+            await flooder.send_str("x")
+        msg = await flooder.receive_json(timeout=5)
+        assert msg["type"] == "error" and "too many messages" in msg["error"]
+        await flooder.receive(timeout=5)
+        assert flooder.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+        await wait_for(lambda: len(app[feed.FEED].subscribers) == 1, 5, what="unsubscribed")
+        for ws in subs:
+            await ws.close()
+
+
+@pytest.mark.timeout(60)
 async def test_client_gone_mid_offer_leaks_nothing(aiohttp_server, monkeypatch, caplog):
     """The client disconnects while the server is still answering (the handler is cancelled):
     the reservation is freed and the half-made peer's tasks end."""
