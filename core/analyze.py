@@ -246,7 +246,8 @@ def analyze_video(src: Source, classifier: Any, out: Outputs, fps: float | None 
     try:
         for t, bgr in itertools.chain([first], stream):
             ff = pipeline.faces(bgr, scan)
-            plan = tracker.start_frame(t, ff.boxes, reuse_s, ff.carried)  # as server.session
+            plan = tracker.start_frame(t, ff.boxes, reuse_s, ff.carried,  # as server.session
+                                       (ff.width, ff.height))
             ff = ff.subset(plan.keep)
             need = ff.subset(plan.need)
             fresh = classifier.predict_batch(need.batch) if need.boxes else need.batch[:0]

@@ -179,6 +179,8 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_t: float | None = None
+        #: The frame size ``(w, h)`` the tracks' coordinates are in (None: not told yet).
+        self._size: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -188,20 +190,23 @@ class FaceTracker:
             return [tr.id for tr in self._tracks]
 
     def start_frame(self, t: float, boxes: Sequence[Sequence[int]], reuse_s: float,
-                    carried: Sequence[bool] | None = None) -> FramePlan:
+                    carried: Sequence[bool] | None = None,
+                    frame_size: tuple[int, int] | None = None) -> FramePlan:
         """The first half of a frame: which detector faces to show and which of them need the
         classifier. Every fresh box is kept, and each ``carried`` one that continues a track
         no fresh box continues (a carried box of a face that moved away, or whose track ended,
         would start a track where no face is). A kept face reuses its track's last
         probabilities when it is carried (its crop is old) or was classified less than
         ``reuse_s`` seconds ago; the others (new faces among them) go to the classifier.
-        Changes nothing; :meth:`finish_frame` with the classifier's output completes it."""
+        Changes nothing but the tracks' scale when ``frame_size`` differs from the last one
+        (:meth:`_fit_size`); :meth:`finish_frame` with the classifier's output completes it."""
         dets = _int_boxes(boxes)
         flags = _flags(carried, len(dets))
         if reuse_s <= 0 and flags is None:
             n = len(dets)
             return FramePlan(t, list(range(n)), dets, [], [None] * n)
         with self._lock:
+            self._fit_size(frame_size)
             ta = self._advanced(t)
             by_det = {di: self._tracks[ti] for ti, di in
                       self._associate(ta, dets, flags, self._gate_scale(ta))}
@@ -257,6 +262,7 @@ class FaceTracker:
         dets = _int_boxes(boxes)
         carried = _flags(carried, n)
         with self._lock:
+            self._fit_size(frame_size)
             scale = self._gate_scale(self._advanced(float(t)))
             t = self._clock(float(t))
             matches = self._associate(t, dets, carried, scale)
@@ -299,6 +305,19 @@ class FaceTracker:
                 for tf, p in zip(tracked, probs)]
 
     # ------------------------------------------------------------------ internals
+
+    def _fit_size(self, frame_size: tuple[int, int] | None) -> None:
+        """Frames of a new size (a WebRTC sender scales its video down and up with the
+        bandwidth): the tracks are scaled to it, so the same faces keep their ids."""
+        if frame_size is None:
+            return
+        old, self._size = self._size, (int(frame_size[0]), int(frame_size[1]))
+        if old is None or old == self._size or min(*old, *self._size) <= 0:
+            return
+        sx, sy = self._size[0] / old[0], self._size[1] / old[1]
+        for tr in self._tracks:
+            tr.cx, tr.vx, tr.w = tr.cx * sx, tr.vx * sx, max(tr.w * sx, 1.0)
+            tr.cy, tr.vy, tr.h = tr.cy * sy, tr.vy * sy, max(tr.h * sy, 1.0)
 
     def _advanced(self, t: float) -> float:
         # Time must advance for the EMA and the velocity; a repeated or earlier stamp counts as

@@ -97,7 +97,8 @@ class FrameSession:
         # classifier; the others reuse their last probabilities (FaceTracker.start_frame). The
         # age grows when the server drops frames (server.adapt). A face the detector carried
         # from an earlier frame always reuses (its crop is old).
-        plan = self.tracker.start_frame(t, ff.boxes, self.engine.reuse.value(t), ff.carried)
+        plan = self.tracker.start_frame(t, ff.boxes, self.engine.reuse.value(t), ff.carried,
+                                        (ff.width, ff.height))
         ff = ff.subset(plan.keep)
         fresh = await self.engine.classify(ff.subset(plan.need))
         self.engine.metrics.faces_reused.inc(len(plan.keep) - len(plan.need))

@@ -45,6 +45,33 @@ def test_one_face_moving_steadily_keeps_its_id():
     assert ids == {1}
 
 
+@pytest.mark.parametrize("plan", [False, True])
+def test_faces_keep_their_ids_when_the_frame_size_changes(plan):
+    """A WebRTC sender scales its video down and back up with the bandwidth: three faces at
+    640x480, then the same scene at 320x240 and at 960x720, keep their ids (the tracks are
+    scaled to the new size). Without the sizes they would not match (shown last)."""
+    faces = [(120, 200), (320, 240), (520, 260)]
+
+    def run(sized: bool) -> list[set[int]]:
+        tr = FaceTracker(LABELS)
+        ids: list[set[int]] = []
+        for k in range(30):
+            s = 1.0 if k < 10 else 0.5 if k < 20 else 1.5
+            size = (round(640 * s), round(480 * s))
+            boxes = [box_at(cx * s, cy * s, round(60 * s)) for cx, cy in faces]
+            if plan:
+                p = tr.start_frame(k / FPS, boxes, 0.2, None, size if sized else None)
+                out, _ = tr.finish_frame(p, probs_for(len(p.need)), size if sized else None)
+                ids.append({f["id"] for f in out})
+            else:
+                ids.append({f.id for f in tr.update(k / FPS, boxes, probs_for(3), None, None,
+                                                    size if sized else None)})
+        return ids
+
+    assert all(i == {1, 2, 3} for i in run(sized=True))
+    assert run(sized=False)[-1] != {1, 2, 3}
+
+
 @pytest.mark.parametrize("dy", [0, 15])
 @pytest.mark.parametrize("occlude", [False, True])
 @pytest.mark.parametrize("speed", [6.0, 14.0])
