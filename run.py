@@ -191,14 +191,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.errors import ModelError
     from training.config import TrainConfig
     from training.data import DatasetError
-    from training.train import InitModelError, TeacherError, train
+    from training.export import ExportTargetError
+    from training.train import (
+        DivergedError,
+        InitModelError,
+        RunFolderError,
+        TeacherError,
+        train,
+    )
 
     cfg = config_from_args(TrainConfig, args, verbose=1 if sys.stdout.isatty() else 2)
     try:
         report = train(cfg)
-    except (DatasetError, InitModelError, ModelError, TeacherError) as exc:
+    except (DatasetError, InitModelError, ModelError, TeacherError, RunFolderError,
+            ExportTargetError, DivergedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = Path(cfg.out)
+        resumable = (out / "last.keras").is_file() and (out / "state.json").is_file()
+        print("error: interrupted" + (f"; continue with --resume --out {out}" if resumable
+                                      else ""), file=sys.stderr)
+        return 130
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "macro_f1", "val", "weights")}))
     return 0
 
@@ -213,12 +227,15 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         sources=tuple(Path(s) for s in args.src), name=args.name,
         models_dir=Path(args.models_dir), data=args.data, tta=not args.no_tta,
         tta_shift=args.tta_shift, int8_only=args.int8_only, convert=not args.no_convert,
-        train_minutes=args.train_minutes)
+        train_minutes=args.train_minutes, overwrite=args.overwrite)
     try:
         summary = export_ensemble(cfg)
     except (ModelError, DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -241,6 +258,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (DatasetError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(report))
     else:
@@ -260,6 +280,10 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     from core.runtimes import load_classifier
     from core.temporal import FilterConfig
 
+    problem = _clips_index_problem(Path(args.clips))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         filt = FilterConfig(args.filter, switch_per_s=args.switch_per_s,
                             evidence_s=args.evidence_s, smoothing_s=args.smoothing_s,
@@ -271,6 +295,9 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     except (ClipError, ModelError, ValueError, FerMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(dumps(out))
         return 0
@@ -286,6 +313,23 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     if args.compare_fer:
         print("\n" + out["fer_table"])
     return 0
+
+
+def _clips_index_problem(clips: Path) -> str | None:
+    """What is wrong with the header of ``clips/labels.csv``, if it lacks the ``file`` and
+    ``label`` columns (a missing or unreadable file is left to ``bench.video_eval``)."""
+    import csv
+
+    index = clips / "labels.csv"
+    try:
+        with index.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError):
+        return None
+    if {"file", "label"} <= set(header):
+        return None
+    return (f"{index}: needs the columns file,label in its first line (it has "
+            f"{','.join(header) or 'none'})")
 
 
 def _progress_bar(name: str):
@@ -658,7 +702,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_args(s)
     s.set_defaults(fn=cmd_serve)
 
-    from training.config import TrainConfig
+    from training.config import (
+        TrainConfig,
+        model_name,
+        non_negative_float,
+        positive_float,
+        seed_int,
+        unit_float,
+    )
 
     t = sub.add_parser("train", help="train a model and export it into models/")
     add_config_args(t, TrainConfig)
@@ -667,8 +718,12 @@ def build_parser() -> argparse.ArgumentParser:
     en = sub.add_parser("ensemble", help="re-export model folders: one model, or the ensemble "
                         "of several (probabilities averaged)")
     en.add_argument("src", nargs="+", help="model folders (model.keras + metadata.json)")
-    en.add_argument("--name", default="default", help="exported folder name (models/NAME)")
+    en.add_argument("--name", default="default", type=model_name,
+                    help="exported folder name (models/NAME; an existing model there is "
+                         "replaced only with --overwrite)")
     en.add_argument("--models-dir", default=str(ROOT / "models"))
+    en.add_argument("--overwrite", action="store_true",
+                    help="replace an existing model in --models-dir/--name (default: refuse)")
     en.add_argument("--data", default=None, help="dataset (default: the one in metadata.json)")
     en.add_argument("--no-tta", action="store_true", help="export without test-time averaging")
     en.add_argument("--tta-shift", type=int, choices=range(0, 9), default=0, metavar="PIXELS",
@@ -678,16 +733,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="convert to LiteRT int8 only, no fp32 copy (keeps an ensemble small)")
     en.add_argument("--no-convert", action="store_true",
                     help="skip the LiteRT fp32/int8 copies (default: written and evaluated)")
-    en.add_argument("--train-minutes", type=float, default=None,
+    en.add_argument("--train-minutes", type=non_negative_float, default=None,
                     help="training time to record (default: the sources' recorded minutes)")
     en.set_defaults(fn=cmd_ensemble)
 
     e = sub.add_parser("evaluate", help="evaluate a model on a dataset")
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", required=True,
+                   help="dataset folder, .zip of one, or fer2013.csv file")
     e.add_argument("--model", default=str(DEFAULT_MODEL))
     e.add_argument("--split", default="test", choices=["test", "val", "train", "all"],
                    help="which split of the dataset (default: its test split)")
-    e.add_argument("--seed", type=int, default=None,
+    e.add_argument("--seed", type=seed_int, default=None,
                    help="seed of the train/val split (default: the one in the model's "
                         "metadata, else 1234)")
     e.add_argument("--detect", choices=["auto", "always", "never"], default="auto",
@@ -718,15 +774,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per second kept (by timestamp; 0: every frame); default 15, "
                          "what the page asks a webcam for")
     ev.add_argument("--filter", choices=["hmm", "ema"], default=DEFAULT_KIND)
-    ev.add_argument("--smoothing-s", type=float, default=DEFAULT_SMOOTHING_S,
+    ev.add_argument("--smoothing-s", type=non_negative_float, default=DEFAULT_SMOOTHING_S,
                     help="ema: time constant in seconds")
-    ev.add_argument("--hysteresis", type=float, default=DEFAULT_HYSTERESIS,
+    ev.add_argument("--hysteresis", type=unit_float, default=DEFAULT_HYSTERESIS,
                     help="ema: margin another class needs to take the label")
-    ev.add_argument("--switch-per-s", type=float, default=DEFAULT_SWITCH_PER_S,
+    ev.add_argument("--switch-per-s", type=positive_float, default=DEFAULT_SWITCH_PER_S,
                     help="hmm: expected expression switches per second")
-    ev.add_argument("--evidence-s", type=float, default=DEFAULT_EVIDENCE_S,
+    ev.add_argument("--evidence-s", type=positive_float, default=DEFAULT_EVIDENCE_S,
                     help="hmm: seconds of video that count as one independent observation")
-    ev.add_argument("--reuse-s", type=float, default=DEFAULT_REUSE_S,
+    ev.add_argument("--reuse-s", type=non_negative_float, default=DEFAULT_REUSE_S,
                     help="reuse a tracked face's probabilities for this many seconds before "
                          "classifying it again (the server's plan; 0: every frame)")
     ev.add_argument("--detect-mode", choices=["fast", "live", "accurate"], default="live",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -176,6 +177,8 @@ def keras_path(model: str | os.PathLike) -> Path:
         if not p.is_file():
             raise ModelError(f"{p}: model file missing")
         return p
+    if p.is_file():
+        raise ModelError(f"{p}: not a model folder (with {METADATA_FILE}) or a .keras file")
     path = read_meta(p).keras_path
     if not path.is_file():
         raise ModelError(f"{path}: model file missing; {_TRAIN_HINT}")
@@ -186,6 +189,9 @@ def load_keras(model: str | os.PathLike, compile: bool = False) -> Any:
     """Load a model folder's Keras model (or a ``.keras`` file, e.g. a training checkpoint)
     with the custom objects passed explicitly, so it loads in any fresh process."""
     path = keras_path(model)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" about such a file
+        raise ModelError(f"{path}: cannot read the model file: it is corrupt or not a Keras "
+                         ".keras file")
     import keras
 
     from core.layers import CUSTOM_OBJECTS

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                        lr=lr, schedule="cosine", warmup_epochs=0 if args.init else 1,
                        patience=args.epochs, precision=args.precision,
                        jit_compile=args.precision == "float32", export=False, verbose=2,
-                       resume=bool(args.init))
+                       resume=bool(args.init),
+                       overwrite=True)  # a variant without a result (interrupted) starts over
     for name in names:
         if name in results:
             continue

@@ -9,6 +9,7 @@ imports here: ``run.py`` builds its parser from this module without loading Kera
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,76 @@ def unit_float(text: str) -> float:
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), not {v}")
     return v
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: "
+                                         f"{text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = _number(text, float)
+    if not v > 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text!r}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    v = _number(text, float)
+    if not v >= 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = int(_number(text, int))
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    v = int(_number(text, int))
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
+    return v
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a random seed, an integer in [0, 2**32) (what NumPy accepts)."""
+    v = int(_number(text, int))
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, "
+                                         f"not {text!r}")
+    return v
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an exported model's folder name under ``--models-dir`` (it
+    must be one plain folder name), or None when it can."""
+    if not name.strip():
+        return "must not be empty"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return "must be a plain folder name, without '/', '\\' or '..'"
+    return None
+
+
+def model_name(text: str) -> str:
+    """argparse type: an exported model's folder name (see :func:`name_problem`)."""
+    why = name_problem(text)
+    if why:
+        raise argparse.ArgumentTypeError(why if not text.strip() else f"{why}, not {text!r}")
+    return text
 
 
 def flag(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -58,32 +129,37 @@ class AugmentConfig:
 class TrainConfig:
     """Everything a training run depends on (recorded in the run folder and the metadata)."""
 
-    data: str = flag("", "dataset folder, .zip, or fer2013.csv source", required=True)
+    data: str = flag("", "dataset folder, .zip of one, or fer2013.csv file",
+                     required=True)
     out: str = flag("runs/default", "run folder (checkpoints, logs, plots)")
     #: Exported model folder name under ``models_dir``.
-    name: str = flag("default", "exported model name under --models-dir")
+    name: str = flag("default", "exported model name under --models-dir (an existing model "
+                     "there is replaced only with --overwrite)", type=model_name)
     models_dir: str = flag("models", "folder of exported models")
     #: "none" (from scratch) or "imagenet".
     weights: str = flag("none", "initial weights", choices=["none", "imagenet"])
-    width: float = flag(0.25, "VGG16 channel width multiplier")
-    epochs: int = flag(100, "most epochs")
-    batch_size: int = flag(64, "batch size")
-    lr: float = flag(1e-3, "learning rate")
-    patience: int = flag(5, "EarlyStopping patience")
+    width: float = flag(0.25, "VGG16 channel width multiplier", type=positive_float)
+    epochs: int = flag(100, "most epochs", type=positive_int)
+    batch_size: int = flag(64, "batch size", type=positive_int)
+    lr: float = flag(1e-3, "learning rate", type=positive_float)
+    patience: int = flag(5, "EarlyStopping patience", type=non_negative_int)
     #: ReduceLROnPlateau: halve the learning rate after this many epochs without val_loss gain.
-    lr_patience: int = flag(2, "ReduceLROnPlateau patience")
+    lr_patience: int = flag(2, "ReduceLROnPlateau patience",
+                            type=non_negative_int)
     #: With ``resume``: restart from this learning rate (a warm restart); 0 keeps the checkpoint's.
-    resume_lr: float = flag(0.0, "with --resume: restart at this learning rate (0: keep)")
+    resume_lr: float = flag(0.0, "with --resume: restart at this learning rate (0: keep)",
+                            type=non_negative_float)
     #: Stop (keeping the best weights) after this many minutes; 0 = no limit.
-    max_minutes: float = flag(0.0, "time budget (0: none)")
+    max_minutes: float = flag(0.0, "time budget (0: none)", type=non_negative_float)
     balance: str = flag("class_weight", "class balance of the training split",
                         choices=["class_weight", "smote", "none"])
-    class_weight_power: float = flag(0.5, "class weights are (n/(k*count))**power")
-    seed: int = flag(1234, "seed of everything random")
+    class_weight_power: float = flag(0.5, "class weights are (n/(k*count))**power",
+                                      type=non_negative_float)
+    seed: int = flag(1234, "seed of everything random", type=seed_int)
     #: Seed of the stratified train/val(/test) split; None = the ``init`` model's recorded split
     #: seed when there is one (so its validation images stay out of training), else ``seed``.
     split_seed: int | None = flag(None, "seed of the train/val split (default: --init's "
-                                  "recorded one, else --seed)", type=int)
+                                  "recorded one, else --seed)", type=seed_int)
     detect: str = flag("auto", "face detection on dataset images",
                        choices=["auto", "always", "never"])
     jit_compile: bool = flag(True, "turn XLA compilation off", flag="--no-jit")
@@ -95,7 +171,7 @@ class TrainConfig:
     #: ``epochs`` -- or over ``max_minutes`` when that comes first -- after ``warmup_epochs``).
     schedule: str = flag("plateau", "learning rate: ReduceLROnPlateau, or cosine decay over "
                          "--epochs / --max-minutes", choices=["plateau", "cosine"])
-    warmup_epochs: int = flag(1, "cosine: linear warm-up epochs")
+    warmup_epochs: int = flag(1, "cosine: linear warm-up epochs", type=non_negative_int)
     #: Label smoothing of the training loss (0 = plain cross-entropy).
     label_smoothing: float = flag(0.0, "label smoothing of the loss, e.g. 0.1 (default 0: off)",
                                   type=unit_float)
@@ -115,11 +191,16 @@ class TrainConfig:
     teacher_weight: float = flag(0.5, "with --teacher: weight of the teacher's probabilities "
                                  "in the targets", type=unit_float)
     #: Softens (> 1) or sharpens (< 1) the teacher's probabilities as ``p ** (1/T)``, renormalised.
-    teacher_temperature: float = flag(1.0, "with --teacher: temperature of its probabilities")
+    teacher_temperature: float = flag(1.0, "with --teacher: temperature of its probabilities",
+                                      type=positive_float)
     teacher_tta_shift: int = flag(3, "with --teacher: its views (mirror pair shifted this many "
                                   "pixels 4 ways; 0: mirror only)", type=int,
                                   choices=range(0, 9), metavar="PIXELS")
     resume: bool = flag(False, "continue from the run's last checkpoint")
+    #: Replace what the run would otherwise refuse to: an earlier run in ``out`` (without
+    #: ``resume``) and an exported model in ``models_dir/name``.
+    overwrite: bool = flag(False, "replace an earlier run in --out and an exported model in "
+                           "--models-dir/--name (default: refuse)")
     #: Start from this trained model's weights (a ``models/<name>`` folder or a ``.keras`` file,
     #: same ``width``) instead of random ones: a second training cycle ("" = from scratch).
     init: str = flag("", "start from this trained model's weights (models/NAME or a .keras "
@@ -131,7 +212,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
     #: Keep at most this many training images (tiny runs and tests); 0 = all.
-    limit: int = flag(0, "use at most N training images (0: all)")
+    limit: int = flag(0, "use at most N training images (0: all)", type=non_negative_int)
     export: bool = flag(True, "keep the run only: do not export into --models-dir/--name "
                         "(default: export)")
     #: After exporting, also write the LiteRT fp32/int8 artifacts (``run.py convert``) and

@@ -1,4 +1,5 @@
-"""Datasets: image folders (optionally split), FER2013 ``fer2013.csv``, or a .zip of either.
+"""Datasets: image folders (optionally split), FER2013 ``fer2013.csv`` (the file itself, or in a
+folder), or a .zip of either.
 
 Everything is read in place (a zip is never extracted). Images become preprocessed uint8 face
 crops (``core.preprocess``); larger images go through face detection first.
@@ -75,8 +76,11 @@ def _iter_entries(path: Path) -> Iterator[tuple[PurePosixPath, Callable[[], byte
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
                 if not info.is_dir():
                     yield PurePosixPath(info.filename), functools.partial(zf.read, info)
+    elif path.suffix.lower() == ".csv":  # a fer2013.csv file itself
+        yield PurePosixPath(path.name), path.read_bytes
     else:
-        raise DatasetError(f"{path}: expected a dataset folder or a .zip of one")
+        raise DatasetError(f"{path}: expected a dataset folder, a .zip of one, or a "
+                           "fer2013.csv file")
 
 
 #: EXIF orientation (2-8) -> the flips/rotations that show the image upright.
@@ -146,8 +150,12 @@ def read_samples(
     # One pipeline for the whole dataset; its detector is made when an image first needs it.
     pipeline = FacePipeline(detector)  # type: ignore[arg-type]
     skipped: list[str] = []
+    unreadable: list[str] = []
+    # A .csv given itself is read as FER2013 whatever its name; inside a folder or zip, the
+    # name says which CSV file is the dataset.
+    direct_csv = path.is_file() and path.suffix.lower() == ".csv"
     for rel, read in _iter_entries(path):
-        if rel.name.lower().endswith(".csv") and "fer2013" in rel.name.lower():
+        if rel.name.lower().endswith(".csv") and (direct_csv or "fer2013" in rel.name.lower()):
             csv_found = True
             for split, x, y in _read_fer_csv(read()):
                 g = groups.setdefault(split, ([], [], [0]))
@@ -163,6 +171,7 @@ def read_samples(
         img = _decode(read(), str(rel))
         g = groups.setdefault(split, ([], [], [0]))
         if img is None:
+            unreadable.append(str(rel))
             continue
         face = pipeline.largest_crop(img, detect)
         if face is None:
@@ -179,6 +188,9 @@ def read_samples(
             f"{path}: no labelled images found; expected [split/]<class>/<image> with classes "
             f"{', '.join(LABELS)}" + ("" if csv_found else ", or a fer2013.csv")
         )
+    if unreadable and not any(g[1] or g[2][0] for g in groups.values()):
+        raise DatasetError(f"{path}: none of its {len(unreadable)} image file(s) could be read "
+                           f"(empty, corrupt or not an image), e.g. {', '.join(unreadable[:3])}")
     out = {}
     for split, (xs, ys, nf) in groups.items():
         x = np.stack(xs) if xs else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.errors import ModelError
 from core.model_dir import ModelMeta, read_meta, recorded_split_seed
+from core.preprocess import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class EnsembleConfig:
     convert: bool = True
     #: Training time to record (default: the sources' recorded minutes, summed).
     train_minutes: float | None = None
+    #: Replace an existing model in ``models_dir/name`` (default: refuse).
+    overwrite: bool = False
 
     def command(self) -> str:
         """The ``run.py ensemble`` command line that makes this export."""
@@ -76,20 +79,28 @@ def export_ensemble(cfg: EnsembleConfig) -> dict:
     """Export ``cfg.sources`` (one model or their ensemble) into ``models_dir/name``.
 
     Returns a summary (test and val figures, and without test-time averaging). Raises
-    ModelError for an unusable source, ValueError for members that do not fit together,
-    ``training.data.DatasetError`` for an unusable dataset.
+    ModelError for an unusable source, ValueError for members that do not fit together or an
+    export folder that may not be written (``training.export.ExportTargetError``: an existing
+    model without ``cfg.overwrite``), ``training.data.DatasetError`` for an unusable dataset.
     """
+    from training.export import export_target
+
     metas = [read_meta(src) for src in cfg.sources]
+    target = export_target(cfg.models_dir, cfg.name, cfg.overwrite)
     import keras
 
     from core.model_dir import load_keras
-    from training.data import load_dataset
+    from training.data import DatasetError, load_dataset
     from training.evaluate import evaluate_model
     from training.export import export_model
     from training.model import ensemble, to_float32, with_tta, without_tta
     from training.train import convert_export, export_candidate
 
     tcfg = _train_config(metas[0], cfg)
+    if not cfg.data and not (tcfg.data and Path(tcfg.data).exists()):
+        raise DatasetError(f"the dataset recorded in {cfg.sources[0]}, {tcfg.data!r}, is not "
+                           f"there (a relative path is read from the current folder, "
+                           f"{Path.cwd()}); pass --data PATH")
     # The split the sources were validated on (recorded with them), not a fresh one.
     seeds = [tcfg.seed if s is None else s for s in map(recorded_split_seed, cfg.sources)]
     if len(set(seeds)) > 1:
@@ -101,6 +112,11 @@ def export_ensemble(cfg: EnsembleConfig) -> dict:
     keras.mixed_precision.set_global_policy("float32")
     # An already test-time-averaged model: start from the network inside.
     plains = [to_float32(without_tta(load_keras(src))) for src in cfg.sources]
+    for src, net in zip(cfg.sources, plains):
+        if tuple(net.output_shape) != (None, len(LABELS)):
+            raise ModelError(f"{src}: its model outputs shape {tuple(net.output_shape)}, not "
+                             f"the probabilities of the {len(LABELS)} labels "
+                             f"({', '.join(LABELS)})")
     plain = ensemble(plains) if len(plains) > 1 else plains[0]
     model, report = export_candidate(plain, ds, tta=tcfg.tta, shift=tcfg.tta_shift)
     export_cfg: Any = tcfg
@@ -123,7 +139,7 @@ def export_ensemble(cfg: EnsembleConfig) -> dict:
         minutes = round(sum(known), 1) if len(known) == len(metas) else None  # type: ignore[arg-type]
     report["train_minutes"] = minutes
     report["weights"] = (metas[0].raw.get("architecture") or {}).get("weights", "scratch")
-    model_dir = export_model(model, cfg.models_dir / cfg.name, export_cfg, ds.info, report)
+    model_dir = export_model(model, target, export_cfg, ds.info, report)
     if cfg.convert:
         convert_export(model_dir, ds, keras_report=report,
                        quantize_modes=("dynamic",) if cfg.int8_only else ("none", "dynamic"))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ModelError
 from core.model_dir import load_keras, read_metadata
 from core.preprocess import INPUT_SIZE, LABELS
 from training.data import DatasetError, Split
@@ -29,6 +30,10 @@ SPLITS = ("test", "val", "train", "all")
 
 
 # --------------------------------------------------------------------------- predict
+
+class OutputShapeError(ModelError, ValueError):
+    """The model does not return one probability per label (e.g. another number of classes)."""
+
 
 def predict_probs(model_or_fn: Predictor, x_uint8: np.ndarray, batch_size: int = 256
                   ) -> np.ndarray:
@@ -64,8 +69,9 @@ def predict_probs(model_or_fn: Predictor, x_uint8: np.ndarray, batch_size: int =
             batch = chunk.astype(np.float32)[..., None]
         probs = np.asarray(predict(batch), np.float32)
         if probs.ndim != 2 or probs.shape[1] != k or len(probs) < m:
-            raise ValueError(f"the model returned {probs.shape} for a batch of {len(batch)}; "
-                             f"expected ({len(batch)}, {k})")
+            raise OutputShapeError(f"the model returned {probs.shape} for a batch of "
+                                   f"{len(batch)}; expected ({len(batch)}, {k}): one "
+                                   f"probability for each of the labels {', '.join(LABELS)}")
         out[i : i + m] = probs[:m]
     return out
 

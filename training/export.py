@@ -271,6 +271,33 @@ def _remove_stale_temps(model_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+class ExportTargetError(ValueError):
+    """The export folder cannot be used: a bad name, a file in the way, or an existing model
+    that may not be replaced."""
+
+
+def export_target(models_dir: str | os.PathLike, name: str, overwrite: bool = False) -> Path:
+    """The folder ``models_dir/name`` that an export will write, checked before any work:
+    ``name`` must be one plain folder name, ``models_dir`` and the folder must not be files,
+    and an existing model there (``model.keras`` or ``metadata.json``) is replaced only with
+    ``overwrite``. ExportTargetError otherwise."""
+    from training.config import name_problem
+
+    why = name_problem(name)
+    if why:
+        raise ExportTargetError(f"--name {name!r}: {why}")
+    root = Path(models_dir)
+    if root.exists() and not root.is_dir():
+        raise ExportTargetError(f"--models-dir {root}: is a file, not a folder")
+    target = root / name
+    if target.exists() and not target.is_dir():
+        raise ExportTargetError(f"{target}: is a file, not a model folder")
+    if not overwrite and any((target / f).exists() for f in (KERAS_FILE, METADATA_FILE)):
+        raise ExportTargetError(f"{target} already holds a model: pass --name NEW to export "
+                                "under another name, or --overwrite to replace it")
+    return target
+
+
 def export_model(model: Any, model_dir: Path, cfg: Any, split_info: dict, report: dict) -> Path:
     """Write ``model.keras``, ``MODEL_CARD.md`` and ``metadata.json`` into ``model_dir``.
 

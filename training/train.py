@@ -112,6 +112,45 @@ class TimeBudget:
         return _Budget()
 
 
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: nothing of that epoch is kept or exported."""
+
+
+class NaNGuard:
+    """Keras callback factory: raise :class:`DivergedError` as soon as the training loss (or,
+    at an epoch's end, the validation loss) is not finite. It goes first in the callback list,
+    so the checkpoints keep the last good epoch instead of a model of NaN weights."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class _Guard(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.epoch = 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def _check(self, logs, keys) -> None:
+                for key in keys:
+                    value = (logs or {}).get(key)
+                    if value is not None and not np.isfinite(float(value)):
+                        raise DivergedError(
+                            f"the {key.replace('_', ' ')} became {float(value)} in epoch "
+                            f"{self.epoch + 1}: training diverged (try a lower --lr); nothing "
+                            "was exported")
+
+            def on_train_batch_end(self, batch, logs=None):
+                self._check(logs, ("loss",))
+
+            def on_epoch_end(self, epoch, logs=None):
+                self._check(logs, ("loss", "val_loss"))
+
+        return _Guard()
+
+
 def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
         initial_epoch: int = 0, epochs: int | None = None, best: float | None = None,
         targets: np.ndarray | None = None):
@@ -154,6 +193,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, out: Path, class_weight=None,
         raise ValueError(f"schedule must be plateau or cosine, not {cfg.schedule!r}")
 
     callbacks = [
+        NaNGuard.make(),  # first: a diverged epoch is never checkpointed
         keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_accuracy",
                                         save_best_only=True, initial_value_threshold=best),
         keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
@@ -188,6 +228,8 @@ def load_init_weights(model, path: str) -> None:
         src = src / "model.keras"
     if not src.is_file():
         raise InitModelError(f"--init {path}: no such model file ({src})")
+    if src.suffix != ".keras":
+        raise InitModelError(f"--init {path}: not a model folder or a .keras file")
     try:
         loaded = load_keras(src)
     except ModelError as exc:
@@ -275,6 +317,8 @@ def teacher_probs(cfg: TrainConfig, split: Split, out: Path) -> np.ndarray:
     src = src / "model.keras" if src.is_dir() else src
     if not src.is_file():
         raise TeacherError(f"--teacher {cfg.teacher}: no such model file ({src})")
+    if src.suffix != ".keras":
+        raise TeacherError(f"--teacher {cfg.teacher}: not a model folder or a .keras file")
     # The key names the teacher by its content, so a different model at the same path (a new
     # export in models/default) is not mistaken for the cached one.
     key = f"sha256={file_sha256(src)}|shift={cfg.teacher_tta_shift}|n={len(split)}"
@@ -317,8 +361,68 @@ def distill_targets(labels: np.ndarray, teacher: np.ndarray, weight: float,
     return (weight * soft + (1.0 - weight) * hard).astype(np.float32)
 
 
+class RunFolderError(ValueError):
+    """``--out`` cannot be used: a file, an earlier run (without ``--resume`` or
+    ``--overwrite``), or an unreadable checkpoint state."""
+
+
+#: Files that make a folder a training run's (``--out``).
+RUN_FILES = ("best.keras", "last.keras", "state.json", "history.csv")
+
+
+def read_state(out: Path) -> dict:
+    """The run folder's ``state.json`` (``epoch``, ``best_val_accuracy``, ``minutes``), checked;
+    RunFolderError when it cannot be read."""
+    path = Path(out) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        int(state["epoch"]), float(state["best_val_accuracy"])
+        float(state.get("minutes", 0.0))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RunFolderError(f"{path}: unreadable checkpoint state ({exc}); to start the run "
+                             "over pass --overwrite instead of --resume, or use another --out"
+                             ) from None
+    return state
+
+
+def check_run_folder(cfg: TrainConfig) -> None:
+    """Refuse, before any work, an ``--out`` that is a file, that holds an earlier run when
+    this one would start afresh (unless ``overwrite``), or whose state ``--resume`` cannot
+    read; and an export target that :func:`training.export.export_target` refuses."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out}: is a file, not a folder")
+    held = [f for f in RUN_FILES if (out / f).exists()]
+    if held and not cfg.resume and not cfg.overwrite:
+        raise RunFolderError(f"--out {out} holds a run ({', '.join(held)}): use --resume to "
+                             "continue it or another --out (--overwrite starts it over)")
+    if cfg.resume and (out / "last.keras").exists() and (out / "state.json").exists():
+        read_state(out)
+    if cfg.export:
+        from training.export import export_target
+
+        export_target(cfg.models_dir, cfg.name, cfg.overwrite)
+
+
+def warn_about_data(ds: Dataset, detect: str) -> None:
+    """Warn about a dataset that trains badly: most images left out for want of a face, or
+    training images of one class only."""
+    no_face = int(ds.info.get("no_face") or 0)
+    total = no_face + len(ds.train) + len(ds.val) + len(ds.test)
+    if total and no_face > total // 2:
+        log.warning("%d of %d images were left out: no face was found in them (--detect %s)%s",
+                    no_face, total, detect,
+                    "; are they face crops? then try --detect auto or never"
+                    if detect == "always" else "")
+    classes = np.unique(ds.train.y)
+    if len(classes) < 2:
+        log.warning("the training images are all of one class (%s): the model can only learn "
+                    "to answer that", ", ".join(LABELS[int(c)] for c in classes) or "none")
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run the whole pipeline; returns the evaluation report of the best model on the test split."""
+    check_run_folder(cfg)  # before anything slow
     import keras
 
     if cfg.precision not in ("float32", "bfloat16"):
@@ -352,6 +456,7 @@ def _train(cfg: TrainConfig) -> dict:
         ds.train = Split(ds.train.x[keep], ds.train.y[keep])
     log.info("data: train %d, val %d, test %d (%s)", len(ds.train), len(ds.val), len(ds.test),
              ds.info["split_rule"])
+    warn_about_data(ds, cfg.detect)
     (out / "split.json").write_text(json.dumps(ds.info, indent=2))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.teacher and cfg.balance == "smote":
@@ -370,7 +475,7 @@ def _train(cfg: TrainConfig) -> dict:
     state_path = out / "state.json"
     origin_path = out / "origin.json"
     if cfg.resume and (out / "last.keras").exists() and state_path.exists():
-        state = json.loads(state_path.read_text())
+        state = read_state(out)
         model = load_keras(out / "last.keras", compile=True)  # with the optimizer and loss
         start, best = int(state["epoch"]), float(state["best_val_accuracy"])
         origin = (json.loads(origin_path.read_text())["weights"] if origin_path.exists()

@@ -202,6 +202,18 @@ def test_fer2013_csv_with_usage(tmp_path: Path, synth) -> None:
     with zipfile.ZipFile(z, "w") as zf:
         zf.write(root / "fer2013.csv", "fer2013/fer2013.csv")
     assert np.array_equal(read_samples(z)["test"].x, first_test.x)
+    # the CSV file itself (whatever its name), as train's and evaluate's --data say
+    from training.evaluate import evaluate_path
+
+    own = tmp_path / "my-faces.csv"
+    own.write_text(_fer_csv(rows))
+    for path in (root / "fer2013.csv", own):
+        direct = read_samples(path)
+        assert {k: len(v) for k, v in direct.items()} == {"train": 28, "val": 7, "test": 7}
+        assert np.array_equal(direct["test"].x, first_test.x)
+        assert load_dataset(path).info["split_rule"] == "train/val/test as given"
+        r = evaluate_path(path, lambda b: np.full((len(b), 7), 1 / 7, np.float32))
+        assert r["n"] == 7  # the test split of the 42 rows
 
 
 def test_fer2013_csv_without_usage_is_unsplit(tmp_path: Path, synth) -> None:
@@ -232,7 +244,7 @@ def test_bad_paths_give_dataset_errors(tmp_path: Path, make_folder) -> None:
     with pytest.raises(DatasetError, match="no labelled images"):
         load_dataset(tmp_path / "empty")
     (tmp_path / "x.txt").write_text("x")
-    with pytest.raises(DatasetError, match="folder or a .zip"):
+    with pytest.raises(DatasetError, match="folder, a .zip of one, or a fer2013.csv file"):
         load_dataset(tmp_path / "x.txt")
     (tmp_path / "bad.zip").write_bytes(b"PK not really")
     with pytest.raises(DatasetError, match="zip"):
@@ -240,8 +252,17 @@ def test_bad_paths_give_dataset_errors(tmp_path: Path, make_folder) -> None:
     # class folders that are all empty / only unreadable files
     (tmp_path / "hollow" / "happy").mkdir(parents=True)
     (tmp_path / "hollow" / "happy" / "a.png").write_bytes(b"nope")
-    with pytest.raises(DatasetError):
+    (tmp_path / "hollow" / "sad").mkdir()
+    (tmp_path / "hollow" / "sad" / "b.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"none of its 2 image file\(s\) could be read .*"
+                                           r"happy/a.png, sad/b.jpg"):
         load_dataset(tmp_path / "hollow")
+    # the same in a zip (not "too few images to split")
+    with zipfile.ZipFile(tmp_path / "hollow.zip", "w") as zf:
+        zf.writestr("train/happy/a.jpg", b"not an image")
+        zf.writestr("train/sad/b.jpg", b"not an image")
+    with pytest.raises(DatasetError, match="could be read"):
+        load_dataset(tmp_path / "hollow.zip")
     with pytest.raises(DatasetError, match="detect"):
         load_dataset(make_folder("ok", {"": 1}), detect="sometimes")
 

@@ -106,8 +106,14 @@ def test_predict_probs_pads_keras_batches_to_one_shape() -> None:
 
 
 def test_predict_probs_checks_the_output_shape() -> None:
+    from core.errors import ModelError
+
     with pytest.raises(ValueError, match="expected"):
         predict_probs(lambda b: np.zeros((len(b), 3)), np.zeros((2, 48, 48), np.uint8))
+    # a model of another number of classes is a ModelError: the commands report it in one line
+    with pytest.raises(ModelError, match=r"\(2, 5\) .* expected \(2, 7\): one probability for "
+                                         "each of the labels angry"):
+        predict_probs(lambda b: np.zeros((len(b), 5)), np.zeros((2, 48, 48), np.uint8))
     with pytest.raises(ValueError):
         predict_probs(uniform_fn, np.zeros((2, 48), np.uint8))
 
@@ -176,7 +182,7 @@ def test_evaluate_path_errors(tmp_path: Path) -> None:
         evaluate_path(tmp_path / "empty", uniform_fn)
     (tmp_path / "unreadable" / "happy").mkdir(parents=True)
     (tmp_path / "unreadable" / "happy" / "x.jpg").write_bytes(b"no")
-    with pytest.raises(DatasetError, match="no test images"):
+    with pytest.raises(DatasetError, match="none of its 1 image file.* could be read"):
         evaluate_path(tmp_path / "unreadable", uniform_fn)
 
 

@@ -59,6 +59,26 @@ def test_missing_folder_says_how_to_make_a_model(tmp_path) -> None:
         keras_path(tmp_path / "x.keras")
 
 
+def test_a_corrupt_or_wrong_file_is_not_called_missing(tmp_path) -> None:
+    from core.model_dir import load_keras
+
+    for name, data in (("bad.keras", b"garbage"), ("cut.keras", (SHIPPED / "model.keras")
+                                                   .read_bytes()[:1000])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelError) as exc:
+            load_keras(tmp_path / name)
+        assert str(exc.value) == (f"{tmp_path / name}: cannot read the model file: it is "
+                                  "corrupt or not a Keras .keras file")
+    (tmp_path / "m").mkdir()
+    write_metadata(tmp_path / "m", good_meta())
+    (tmp_path / "m" / "model.keras").write_bytes(b"garbage")  # in a model folder too
+    with pytest.raises(ModelError, match="corrupt or not a Keras .keras file"):
+        load_keras(tmp_path / "m")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelError, match="notes.txt: not a model folder .* or a .keras file"):
+        keras_path(tmp_path / "notes.txt")
+
+
 def test_writes_are_validated_atomic_and_keep_other_keys(tmp_path) -> None:
     write_metadata(tmp_path, good_meta(extra={"kept": True}))
     update_metadata(tmp_path, lambda m: m["files"].update(tflite_int8="model_int8.tflite"))

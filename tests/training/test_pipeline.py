@@ -247,6 +247,20 @@ def test_ensemble_command_rebuilds_the_export_from_a_model_folder(trained, tmp_p
     assert set(meta["metrics"]["backends"]) == {"keras", "litert-fp32", "litert-int8"}
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == report["accuracy"]
 
+    # an existing export is replaced only with --overwrite
+    card = (out / "again" / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+    assert ensemble_cli([str(src), "--name", "again", "--models-dir", str(out), "--no-convert"]
+                        ) == 2
+    assert capsys.readouterr().err == (f"error: {out / 'again'} already holds a model: pass "
+                                       "--name NEW to export under another name, or "
+                                       "--overwrite to replace it\n")
+    assert (out / "again" / "MODEL_CARD.md").read_text() == card
+    assert ensemble_cli([str(src), "--name", "again", "--models-dir", str(out), "--no-convert",
+                          "--overwrite"]) == 0
+    assert "Training took 1.5 minutes." not in (out / "again" / "MODEL_CARD.md").read_text()
+    capsys.readouterr()
+
     assert ensemble_cli([str(src), "--name", "plain", "--models-dir", str(out), "--no-tta",
                           "--no-convert"]) == 0
     plain, meta = load_keras_model_dir(out / "plain")
@@ -287,10 +301,14 @@ def test_init_starts_from_a_trained_models_weights(trained, tmp_path) -> None:
     assert f"--init {src}" in card and f"started from the weights of `{src}`" in card
     assert meta["dataset"]["seed"] == cfg.seed and f"--split-seed {cfg.seed}" in card
 
+    again_run = replace(run, overwrite=True)  # the same --out and --name once more
     with pytest.raises(InitModelError, match="no such model file"):
-        train(replace(run, init=str(tmp_path / "missing")))
+        train(replace(again_run, init=str(tmp_path / "missing")))
     with pytest.raises(InitModelError, match="--width"):
-        train(replace(run, init=str(src), width=0.125))
+        train(replace(again_run, init=str(src), width=0.125))
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(InitModelError, match="notes.txt: not a model folder or a .keras file"):
+        train(replace(again_run, init=str(tmp_path / "notes.txt")))
 
 
 def test_teacher_probabilities_become_the_targets_and_are_recorded(trained, tmp_path) -> None:
@@ -340,9 +358,56 @@ def test_teacher_probabilities_become_the_targets_and_are_recorded(trained, tmp_
     assert not np.allclose(first, second, atol=1e-4)
 
     with pytest.raises(TeacherError, match="no such model file"):
-        train(replace(run, teacher=str(tmp_path / "missing")))
+        train(replace(run, teacher=str(tmp_path / "missing"), overwrite=True))
     with pytest.raises(TeacherError, match="SMOTE"):
-        train(replace(run, balance="smote"))
+        train(replace(run, balance="smote", overwrite=True))
+
+
+def test_a_diverged_run_stops_with_an_error_and_exports_nothing(trained, tmp_path,
+                                                                monkeypatch) -> None:
+    import training.train as tt
+
+    cfg, _ = trained
+    build = tt.build_for
+
+    def nan_weights(c):  # a network whose loss is NaN from the first batch on
+        model, origin = build(c)
+        weights = model.get_weights()
+        weights[0] = np.full_like(weights[0], np.nan)
+        model.set_weights(weights)
+        return model, origin
+
+    monkeypatch.setattr(tt, "build_for", nan_weights)
+    run = replace(cfg, out=str(tmp_path / "run"), models_dir=str(tmp_path / "models"), epochs=2,
+                  convert=False)
+    with pytest.raises(tt.DivergedError, match="the loss became nan in epoch 1: training "
+                                               "diverged .*--lr.*nothing was exported"):
+        tt.train(run)
+    assert not (tmp_path / "models").exists()
+    # the diverged epoch was not checkpointed (no NaN model to resume from or export)
+    assert not (tmp_path / "run" / "best.keras").exists()
+    assert not (tmp_path / "run" / "last.keras").exists()
+
+
+def test_data_warnings_single_class_and_most_images_without_a_face(caplog) -> None:
+    from training.data import Dataset, Split
+    from training.train import warn_about_data
+
+    def split(labels):
+        return Split(np.zeros((len(labels), INPUT_SIZE, INPUT_SIZE), np.uint8),
+                     np.asarray(labels, np.int64))
+
+    ok = Dataset(split([0, 1, 2]), split([0]), split([1]), {"no_face": 1})
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        warn_about_data(ok, "auto")
+    assert not caplog.records
+    faceless = Dataset(split([3, 3]), split([3]), split([3]), {"no_face": 9})
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        warn_about_data(faceless, "always")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("9 of 13 images were left out" in m and "--detect auto or never" in m
+               for m in messages)
+    assert any("all of one class (happy)" in m for m in messages)
 
 
 def test_split_seed_is_read_from_a_models_metadata(tmp_path) -> None:
@@ -466,6 +531,21 @@ def test_ensemble_command_builds_an_ensemble_of_model_folders(trained_pair, tmp_
     # a missing member: a clear error
     assert ensemble_cli([str(src_a), str(tmp_path / "nope"), "--models-dir", str(out)]) == 2
     assert "error: no model at" in capsys.readouterr().err
+
+    # a member of another number of classes is named
+    import keras
+
+    five = tmp_path / "five"
+    shutil.copytree(src_a, five)
+    inp = keras.Input((INPUT_SIZE, INPUT_SIZE, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))
+    keras.Model(inp, keras.layers.Dense(5, activation="softmax")(x)).save(five / "model.keras")
+    assert ensemble_cli([str(src_a), str(five), "--name", "mixed", "--models-dir", str(out),
+                          "--no-convert"]) == 2
+    assert capsys.readouterr().err == (f"error: {five}: its model outputs shape (None, 5), not "
+                                       f"the probabilities of the 7 labels "
+                                       f"({', '.join(LABELS)})\n")
+    assert not (out / "mixed").exists()
 
 
 @pytest.fixture(scope="module")
