@@ -565,7 +565,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 # --- bench-detect (face detection quality and cost; bench/detection.py) ---------------------
 def cmd_bench_detect(args: argparse.Namespace) -> int:
-    from bench.detection import list_candidates, parse_sizes, run
+    from functools import partial
+
+    from bench import gallery
+    from bench.detection import DEFAULT_CLIPS, list_candidates, parse_sizes, run
 
     if args.list_candidates:
         list_candidates()
@@ -575,10 +578,16 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --sizes wants WxH[,WxH...], not {args.sizes!r}", file=sys.stderr)
         return 2
+    table = None
+    if args.gallery and (Path(args.gallery) / "labels.csv").exists():
+        table = partial(gallery.run, folder=args.gallery)
+    elif args.gallery and Path(args.gallery) != DEFAULT_CLIPS:  # the default may be absent
+        print(f"error: no labels.csv in {args.gallery}")
+        return 2
     return run(boxes=args.boxes or None, modes=[m for m in args.modes.split(",") if m],
                split=args.split, width=args.width, sizes=sizes, repeats=args.repeats,
                video=args.video or None, video_frames=args.video_frames, grid=args.grid,
-               json_path=args.json, gallery=args.gallery or None)
+               json_path=args.json, gallery=table)
 
 
 def add_bench_detect_parser(sub: Any) -> None:

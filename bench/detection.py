@@ -459,14 +459,14 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         modes: Sequence[str] = ("fast", "live", "live-cycle", "accurate"), split: str = "all",
         width: int = 0, sizes: Sequence[tuple[int, int]] = FRAME_SIZES, repeats: int = 50,
         video: str | Path | None = DEFAULT_VIDEO, video_frames: int = 0, grid: bool = False,
-        json_path: str | Path | None = None, gallery: str | Path | None = None) -> int:
+        json_path: str | Path | None = None,
+        gallery: Callable[[dict[str, FaceDetector]], dict[str, Any]] | None = None) -> int:
     """``run.py bench-detect``: print the tables (and write them as JSON to ``json_path``).
     ``boxes``: the folder (skipped when it is the default one and missing); ``modes``: names of
     ``core.faces.MODES`` or :data:`CANDIDATES`; ``width``: scale images to this width first;
-    ``sizes``: frame sizes of the cost table; ``video``: skipped when missing; ``gallery``: a
-    folder of labelled clips for the gallery table (``bench.gallery``; video modes only, i.e.
-    not ``accurate``), skipped when it is the default one and missing. Returns 0, or 2 for a
-    bad mode or folder."""
+    ``sizes``: frame sizes of the cost table; ``video``: skipped when missing; ``gallery``:
+    prints and returns the gallery table for the video modes (not ``accurate``), e.g.
+    ``bench.gallery.run`` on a folder of clips. Returns 0, or 2 for a bad mode or folder."""
     try:
         chosen = {n: mode_by_name(n) for n in modes}
     except ValueError as exc:
@@ -477,10 +477,6 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
         data = load_boxes(boxes)
     elif boxes is not None and Path(boxes) != DEFAULT_BOXES:
         print(f"error: no boxes.json in {boxes}")
-        return 2
-    if gallery is not None and not (Path(gallery) / "labels.csv").exists() and (
-            Path(gallery) != DEFAULT_CLIPS):
-        print(f"error: no labels.csv in {gallery}")
         return 2
     result: dict[str, Any] = {"cpu": cpu_model(),
                               "modes": {n: m.describe() for n, m in chosen.items()}}
@@ -520,13 +516,11 @@ def run(boxes: str | Path | None = DEFAULT_BOXES,
             rows.append([n, v["frames"], v["frames_with_face"], f"{v['mean_faces']:.2f}",
                          f"{v['ms_per_frame']:.1f}"])
         print(table(["mode", "frames", "frames with a face", "faces/frame", "ms/frame"], rows))
-    if gallery is not None and (Path(gallery) / "labels.csv").exists():
-        from bench import gallery as gal
-
+    if gallery is not None:
         video_modes = {n: d for n, d in detectors.items()
                        if not n.endswith(CYCLE) and not d.mode.mtcnn}
         if video_modes:
-            result["gallery"] = gal.run(video_modes, gallery)
+            result["gallery"] = gallery(video_modes)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2))
     return 0
