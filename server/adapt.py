@@ -60,6 +60,7 @@ class AdaptiveReuse:
         self._t0: float | None = None
         self._received = 0
         self._dropped = 0
+        self._failed = 0
 
     @property
     def adaptive(self) -> bool:
@@ -73,6 +74,12 @@ class AdaptiveReuse:
         self._dropped += bool(dropped)
         self.value(now)
 
+    def failed(self) -> None:
+        """A frame failed because the classifier did not answer (the Ray tier is down): its
+        window is not evidence of load, so it neither lengthens the age nor starts shedding
+        (frames wait on the tier's timeout and pile up as if the server were overloaded)."""
+        self._failed += 1
+
     def value(self, now: float) -> float:
         """The reuse age to use at ``now``, closing the current window if it is over."""
         if not self.adaptive:
@@ -82,7 +89,9 @@ class AdaptiveReuse:
         elif now - self._t0 >= self.window_s:
             share = self._dropped / self._received if self._received else 0.0
             rate = self._received / (now - self._t0)
-            if self._received >= self.min_frames and share > self.high:
+            if self._failed:
+                pass  # an outage, not load: hold
+            elif self._received >= self.min_frames and share > self.high:
                 if self.level_s < self.cap_s:
                     self.level_s = min(self.cap_s, round(self.level_s + self.step_s, 9))
                 elif self.shed:
@@ -100,5 +109,5 @@ class AdaptiveReuse:
                 windows = int((now - self._t0) // self.window_s)
                 self.level_s = max(self.floor_s,
                                    round(self.level_s - self.step_s * windows, 9))
-            self._t0, self._received, self._dropped = now, 0, 0
+            self._t0, self._received, self._dropped, self._failed = now, 0, 0, 0
         return self.level_s

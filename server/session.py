@@ -16,7 +16,7 @@ from core.errors import ImageError
 from core.preprocess import LABELS
 from core.tracker import FaceTracker
 from server.engine import Engine
-from server.errors import CapacityError, client_message
+from server.errors import CapacityError, InferenceUnavailable, client_message
 from server.protocol import result_message
 from server.timeline import Timeline
 
@@ -48,6 +48,8 @@ class FrameSession:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.closed = False
+        #: The last frame failed because the inference tier did not answer (log once).
+        self._tier_down = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"proc-{self.sid}")
@@ -79,13 +81,20 @@ class FrameSession:
                 raise
             except Exception as exc:  # one frame failed: tell the client, keep the session
                 self.engine.metrics.errors.labels("frame").inc()
-                if isinstance(exc, (ImageError, CapacityError)):
+                if isinstance(exc, InferenceUnavailable):
+                    self.engine.reuse.failed()
+                    if not self._tier_down:  # one line per outage (the tier logs it too)
+                        log.info("session %s: frame %d refused: %s (and later frames until "
+                                 "the tier answers)", self.sid, no, exc)
+                    self._tier_down = True
+                elif isinstance(exc, (ImageError, CapacityError)):
                     log.info("session %s: frame %d refused: %s", self.sid, no, exc)
                 else:
                     log.exception("session %s: frame %d failed", self.sid, no)
                 await self._emit({"type": "error", "session": self.sid, "frame": no,
                                   "error": client_message(exc)}, publish=False)
                 continue
+            self._tier_down = False
             await self._emit(msg)
 
     async def process(self, frame: Any, no: int, arrived: float) -> dict:

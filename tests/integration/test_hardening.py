@@ -927,3 +927,46 @@ async def test_sessions_use_the_engines_current_reuse_age(aiohttp_server):
     assert health["reuse_s"] >= 450.0 and health["reuse_max_s"] == 600.0
     assert app[METRICS].faces_reused._value.get() == 2
     assert "facedapps_reuse_seconds" in metrics
+
+
+@pytest.mark.timeout(60)
+async def test_an_inference_outage_logs_once_and_is_not_taken_for_overload(aiohttp_server,
+                                                                           caplog):
+    """While the (Ray) classifier does not answer, every frame gets an error message, the
+    session logs one line (it logged one per frame) and the load controller neither lengthens
+    the reuse age nor sheds detection; when it answers again results come back."""
+    from server.errors import InferenceUnavailable
+    from server.state import ENGINE
+
+    class Outage(FakeClassifier):
+        down = True
+
+        def predict_batch(self, x):
+            if self.down:
+                raise InferenceUnavailable()
+            return super().predict_batch(x)
+
+    clf = Outage()
+    app, server, url = await start(aiohttp_server, classifier=clf, reuse_s=0.0,
+                                   reuse_max_s=0.3)
+    caplog.set_level(logging.INFO, logger="server.session")
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url + "/ws/stream")
+        assert (await ws.receive_json(timeout=5))["type"] == "hello"
+
+        async def answer_to_frame(i: int) -> dict:
+            await ws.send_bytes(small_jpeg(i))
+            while True:
+                msg = await ws.receive_json(timeout=10)
+                if msg["type"] in ("result", "error"):
+                    return msg
+
+        errors = [await answer_to_frame(i) for i in range(40)]
+        assert all(m["type"] == "error" and "inference tier" in m["error"] for m in errors)
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 1, [r.getMessage() for r in refused]
+        engine = app[ENGINE]
+        assert engine.reuse.value(time.monotonic()) == 0.0 and not engine.reuse.shedding
+        clf.down = False
+        assert (await answer_to_frame(99))["type"] == "result"
+        await ws.close()

@@ -103,3 +103,23 @@ def test_an_idle_spell_ends_shedding():
     assert r.shedding
     r.value(t + 30.0)  # nobody sent anything for 30 s: the rate in that window is ~0
     assert not r.shedding
+
+
+def test_an_inference_outage_is_not_load():
+    """Frames that fail because the Ray tier does not answer pile up (each waits on the call's
+    timeout) and look like overload; the controller holds instead of lengthening the age and
+    shedding detection for good (the shed stayed after the tier came back)."""
+    def run(outage: bool) -> AdaptiveReuse:
+        r = AdaptiveReuse(0.0, 0.1, window_s=1.0, steps=1, shed=True)
+        t = 0.0
+        for _ in range(5):  # 5 windows, every frame dropped; each window had a failure
+            t = feed(r, t, 1, 50, 1.0)
+            if outage:
+                r.failed()
+        r.value(t + 0.001)
+        return r
+
+    down = run(outage=True)
+    assert down.value(5.1) == 0.0 and not down.shedding
+    busy = run(outage=False)  # the same drops without failures: overload
+    assert busy.value(5.1) == pytest.approx(0.1) and busy.shedding
