@@ -6,6 +6,10 @@
 import { TransportError, httpError, withToken } from "./net.js";
 import { PONG, parseMessage, pingMessage } from "./protocol.js";
 
+/** What the page says when the server does not answer at all (stopped, or a wrong address). */
+export const SERVER_UNREACHABLE = "Cannot reach the server: check that it is still running and "
+  + "that this page's address is right, then click Start again.";
+
 function waitIceGathering(pc, timeoutMs) {
   return new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") {
@@ -156,13 +160,20 @@ export class RtcTransport {
     await waitIceGathering(pc, this.o.iceGatherTimeoutMs ?? 2000);
     if (this.closed) throw new TransportError("WebRTC start cancelled");
 
-    const resp = await fetch(withToken("/offer", this.o.token), {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
-      signal: this._abort ? this._abort.signal : undefined,
-      cache: "no-store",
-    });
+    let resp;
+    try {
+      resp = await fetch(withToken("/offer", this.o.token), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+        signal: this._abort ? this._abort.signal : undefined,
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (err && err.name === "AbortError") throw err;
+      // No HTTP answer at all: the WebSocket would not reach it either, so no fallback.
+      throw new TransportError(SERVER_UNREACHABLE, { fatal: true });
+    }
     if (!resp.ok) throw await httpError(resp, "POST /offer");
     const answer = await resp.json();
     if (!answer || typeof answer.sdp !== "string") throw new TransportError("Malformed answer from /offer");

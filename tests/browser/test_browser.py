@@ -299,6 +299,18 @@ def test_capacity_error_is_shown(server, page):
     assert page.errors == []
 
 
+def test_unreachable_server_is_said_in_plain_words(server, page):
+    """No HTTP answer to /offer (the server stopped, or a wrong address): one plain sentence,
+    no WebSocket attempt (it cannot reach the server either)."""
+    page.route("**/offer", lambda route: route.abort("connectionrefused"))
+    open_page(page, server + "/")
+    page.click("#start")
+    page.wait_for_function("() => window.facedapps.state === 'error'", timeout=15_000)
+    text = page.inner_text("#error")
+    assert text.startswith("Cannot reach the server") and "WebSocket" not in text, text
+    assert state(page)["transport"] is None
+
+
 def test_camera_denied_is_shown(server, page):
     page.add_init_script("""
       navigator.mediaDevices.getUserMedia = () =>
