@@ -144,6 +144,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ServeError, ModelError, ValueError) as exc:  # ValueError: a refused setting
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.ray_address:  # --ray: an edge that lost its Ray cluster said so and stopped
+        from server.remote import LOST_EXIT_CODE, cluster_lost
+
+        if cluster_lost():
+            return LOST_EXIT_CODE
     return 0
 
 
@@ -630,15 +635,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from cluster import tier
 
     try:
-        tier.connect(args.ray)
-        if args.action == "deploy":
-            cfg = tier.deploy(tier.TierConfig(
+        if args.action == "deploy":  # settings and model checked before touching the cluster
+            cfg = tier.TierConfig(
                 model_dir=args.model, backend=args.backend, replicas=args.replicas,
                 max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica,
                 cpus_per_replica=args.cpus_per_replica, max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms, health_check_s=args.health_check_s,
-                app_name=args.app))
-            out = tier.status(cfg.app_name)
+                app_name=args.app, deploy_timeout_s=args.timeout)
+            tier.check_model(cfg)
+        tier.connect(args.ray)
+        if args.action == "deploy":
+            done = tier.deploy_tier(cfg, force=args.force)
+            out = {**tier.status(cfg.app_name), "unchanged": done.unchanged}
         elif args.action == "status":
             out = tier.status(args.app)
             if out["replicas"]:
@@ -686,6 +694,12 @@ def add_cluster_parsers(sub: Any) -> None:
                     help="serve.batch: longest wait for more requests")
     cl.add_argument("--health-check-s", type=float, default=2.0,
                     help="replica health check period (how soon a dead one is replaced)")
+    cl.add_argument("--force", action="store_true",
+                    help="deploy: redeploy even when the running application has the same "
+                         "settings and model files (restarts its replicas)")
+    cl.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="deploy: longest wait for the replicas, model loading included "
+                         "(default %(default)s)")
     cl.set_defaults(fn=cmd_cluster)
 
     br = sub.add_parser("bench-ray", help="the Ray hop: classifier calls through the tier "

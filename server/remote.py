@@ -13,6 +13,12 @@ raises :class:`~server.errors.InferenceUnavailable`, which fails that batch's fr
 fixed client message, counts ``facedapps_inference_errors_total``, and leaves the sessions up;
 Serve replaces a dead replica and later calls succeed again. :func:`healthz_with_tier` adds the
 tier's fields to ``/healthz``.
+
+A Ray driver does not survive its cluster: after a quick head restart (``ray stop``, ``ray
+start --head``) it keeps running but every call hangs. :class:`ClusterWatch` asks the cluster's
+GCS directly every few seconds (``tier.cluster_change``); when it has restarted, or this
+machine's Ray node left it, the edge prints one ``error:`` line and shuts down with exit code
+:data:`LOST_EXIT_CODE` so that its supervisor starts it again (joining the new cluster).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +38,7 @@ import numpy as np
 from aiohttp import web
 
 from cluster import tier
-from cluster.tier import TierConfig, TierError
+from cluster.tier import DriverIdentity, TierConfig, TierError
 from core.preprocess import LABELS
 from core.runtimes import Classifier
 from server.config import ServerConfig
@@ -39,6 +48,12 @@ from server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Exit status of an edge that lost its Ray cluster (``run.py serve`` returns it).
+LOST_EXIT_CODE = 3
+#: Longest a lost edge's graceful shutdown may take before the process ends anyway.
+LOST_FORCE_EXIT_S = 30.0
+_lost: str | None = None
 
 
 def to_wire(x: np.ndarray) -> np.ndarray:
@@ -116,6 +131,93 @@ class RemoteClassifier:
             log.warning("inference tier answers again")
 
 
+def cluster_lost() -> str | None:
+    """Why this process left its Ray cluster (:func:`exit_lost`), or None."""
+    return _lost
+
+
+def exit_lost(message: str) -> None:
+    """The edge lost its Ray cluster: print ``error: message`` (one line), and stop the server
+    as SIGTERM does (``run.py serve`` then exits :data:`LOST_EXIT_CODE`); if the shutdown is
+    not over after :data:`LOST_FORCE_EXIT_S` (a stale Ray driver can hang it), end the
+    process."""
+    global _lost
+    if _lost is not None:
+        return
+    _lost = message
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    timer = threading.Timer(LOST_FORCE_EXIT_S, os._exit, (LOST_EXIT_CODE,))
+    timer.daemon = True
+    timer.start()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class ClusterWatch:
+    """Checks every ``period_s`` seconds, in a daemon thread, that this process's Ray driver
+    (``ident``) still belongs to its cluster (``tier.cluster_change``: one direct call to the
+    cluster's GCS, answered or not within ``timeout_s``); after ``confirm`` checks in a row say
+    it does not, calls ``on_lost(message)`` once and stops. It also stops when the process is
+    no longer that driver (disconnected, reconnected) or on :meth:`stop`."""
+
+    def __init__(self, ident: DriverIdentity, address: str,
+                 on_lost: Callable[[str], None] | None = None, period_s: float = 5.0,
+                 timeout_s: float = 3.0, confirm: int = 2,
+                 change: Callable[[DriverIdentity, float], str | None] | None = None,
+                 connected: Callable[[DriverIdentity], bool] | None = None) -> None:
+        self.ident = ident
+        self.address = address
+        self.on_lost = on_lost or exit_lost
+        self.period_s = period_s
+        self.timeout_s = timeout_s
+        self.confirm = confirm
+        self._change = change or tier.cluster_change
+        self._connected = connected or tier.still_driver
+        self._stop = threading.Event()
+        #: The message handed to ``on_lost``, once it was.
+        self.lost: str | None = None
+        self._thread = threading.Thread(target=self._run, name="tier-watch", daemon=True)
+
+    def start(self) -> ClusterWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> str | None:
+        """One check: why the driver left its cluster, or None."""
+        return self._change(self.ident, self.timeout_s)
+
+    def _run(self) -> None:
+        strikes = 0
+        while not self._stop.wait(self.period_s):
+            if not self._connected(self.ident):
+                return
+            reason = self.check()
+            strikes = strikes + 1 if reason else 0
+            if reason and strikes >= self.confirm:
+                self.lost = (f"lost the Ray cluster at {self.address!r}: {reason}; restart "
+                             f"this server to join it")
+                log.debug("tier watch: %s", self.lost)
+                self.on_lost(self.lost)
+                return
+
+
+def watch_cluster(address: str) -> ClusterWatch | None:
+    """Start a :class:`ClusterWatch` for this process's Ray driver (None for Ray Client
+    connections, which have no node of their own here)."""
+    ident = tier.driver_identity()
+    if ident is None:
+        return None
+    # Just connected, the driver belongs to its cluster: a check that says otherwise now reads
+    # this Ray version's GCS wrongly, and would end a healthy edge; then there is no watch.
+    if tier.cluster_change(ident) is not None:
+        log.info("cannot watch the Ray cluster for restarts with this Ray version")
+        return None
+    log.debug("watching the Ray cluster %s (node %s)", ident.cluster_id, ident.node_id)
+    return ClusterWatch(ident, address).start()
+
+
 def tier_config_for(cfg: ServerConfig) -> TierConfig:
     """How an edge deploys the tier when it is not there: its own model, backend and batcher
     settings (``run.py cluster deploy`` sets replicas and resources explicitly)."""
@@ -130,6 +232,7 @@ def connect_tier(cfg: ServerConfig, metrics: Metrics | None = None) -> RemoteCla
     assert cfg.ray_address
     try:
         tier.connect(cfg.ray_address)
+        watch_cluster(cfg.ray_address)
         tier.ensure(tier_config_for(cfg))
         handle = tier.handle(cfg.ray_app)
         info = handle.describe.remote().result(timeout_s=max(cfg.ray_timeout_s, 60.0))

@@ -1,6 +1,9 @@
 """The Ray Serve inference tier on a local Ray (loopback only): the deployment answers like the
 embedded classifier, edge servers stream WebRTC sessions through it, a killed replica costs
-per-frame errors but no session, and two edges share one deployment.
+per-frame errors but no session, and two edges share one deployment. Faults of the control
+plane: an unchanged redeploy keeps the replica, a deploy that needs CPUs other work holds is
+refused before it touches the tier, the driver tells its own cluster from a restarted one, and a
+failed update puts the previous deployment back.
 
 Run alone with ``pytest -m ray``. One local Ray (2 CPUs, no dashboard, a small object store)
 and one deployment serve the whole module; both are shut down at its end.
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -35,6 +39,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 
 MODEL = str(Path(__file__).resolve().parents[2] / "models" / "default")
 BACKEND = "litert-int8"  # the shipped model's CPU runtime
+TIER = tier.TierConfig(model_dir=MODEL, backend=BACKEND, replicas=1, health_check_s=1.0,
+                       deploy_timeout_s=120)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,7 @@ def ray_tier():
              object_store_memory=200 * 1024 * 1024,
              log_to_driver=False, logging_level=logging.WARNING)
     try:
-        tier.deploy(tier.TierConfig(model_dir=MODEL, backend=BACKEND, replicas=1,
-                                    health_check_s=1.0, deploy_timeout_s=120))
+        tier.deploy(TIER)
         yield tier.handle()
     finally:
         serve.shutdown()
@@ -95,6 +100,47 @@ async def test_tier_gives_the_embedded_probabilities(ray_tier) -> None:
     np.testing.assert_allclose(via_edge, embedded, atol=1e-6)
     info = await replica_stats(ray_tier)
     assert info["runtime"] == BACKEND and info["gpu_ids"] == []
+
+
+async def test_an_unchanged_deploy_leaves_the_replica_alone(ray_tier) -> None:
+    before = await replica_stats(ray_tier)
+    done = await asyncio.to_thread(tier.deploy_tier, TIER)
+    assert done.unchanged and done.config.replicas == 1
+    after = await replica_stats(ray_tier)
+    assert after["pid"] == before["pid"]  # not restarted
+
+
+async def test_deploy_refuses_cpus_held_by_other_work(ray_tier) -> None:
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class CpuHolder:
+        def ping(self) -> int:
+            return 1
+
+    holder = CpuHolder.remote()  # the cluster's second CPU (the replica holds the first)
+    try:
+        await asyncio.to_thread(ray.get, holder.ping.remote(), timeout=60)
+        before = await replica_stats(ray_tier)
+        start = time.monotonic()
+        with pytest.raises(tier.TierError, match=r"need 2 CPUs; the cluster has 2, but only 1 "
+                                                 r"free now .*CpuHolder x1"):
+            await asyncio.to_thread(tier.deploy_tier, replace(TIER, replicas=2))
+        assert time.monotonic() - start < 30  # refused, not waited for
+        assert (await asyncio.to_thread(tier.status))["status"] == "RUNNING"
+        assert (await replica_stats(ray_tier))["pid"] == before["pid"]  # untouched
+    finally:
+        ray.kill(holder)
+
+
+async def test_the_driver_tells_its_cluster_from_a_restarted_one(ray_tier) -> None:
+    ident = await asyncio.to_thread(tier.driver_identity)
+    assert ident is not None and ident.cluster_id and ident.node_id
+    assert await asyncio.to_thread(tier.cluster_change, ident) is None
+    restarted = replace(ident, cluster_id="ab" * 28)
+    assert await asyncio.to_thread(tier.cluster_change, restarted) == "the cluster restarted"
+    gone = await asyncio.to_thread(tier.cluster_change, replace(ident, node_id="ab" * 28))
+    assert gone is not None and "left it" in gone
 
 
 async def test_edge_streams_and_survives_a_replica_death(ray_tier, aiohttp_server) -> None:
@@ -164,3 +210,23 @@ async def test_two_edges_share_one_deployment(ray_tier, aiohttp_server) -> None:
     calls = [app[CLASSIFIER].calls for app in (app_a, app_b)]
     assert min(calls) >= 1  # both edges classified on the tier ...
     assert after["requests"] - before["requests"] >= sum(calls)  # ... on its one replica
+
+
+async def test_a_failed_update_restores_the_previous_deployment(ray_tier, monkeypatch) -> None:
+    """A fault only a replica meets (here: local checks skipped, an unknown backend): the
+    error names the cause and the previous deployment runs again. (Last: it restarts the
+    replica.)"""
+    monkeypatch.setattr(tier, "check_model", lambda cfg, gpu=None: None)
+    with pytest.raises(tier.TierError) as info:
+        await asyncio.to_thread(tier.deploy_tier, replace(TIER, backend="bogus"))
+    message = str(info.value)
+    assert "unknown backend 'bogus'" in message, message
+    assert message.endswith("the previous deployment was restored"), message
+    st = await asyncio.to_thread(tier.status)
+    assert st["status"] == "RUNNING" and st["replicas"] == 1
+    x = face_batch()
+    y = await asyncio.to_thread(lambda: ray_tier.remote(x).result(timeout_s=60))
+    assert y.shape == (len(x), 7)
+    assert (await replica_stats(ray_tier))["runtime"] == BACKEND
+    monkeypatch.undo()
+    assert (await asyncio.to_thread(tier.deploy_tier, TIER)).unchanged
