@@ -337,6 +337,23 @@ def _clips_index_problem(clips: Path) -> str | None:
             f"{','.join(header) or 'none'})")
 
 
+#: Faces named on analyze's one line per video (those seen in the most frames).
+ANALYZE_LINE_FACES = 12
+
+
+def faces_line(faces: list[dict], most: int = ANALYZE_LINE_FACES) -> str:
+    """A video's faces for analyze's line: ``#id label (N frames)`` of the ``most`` seen in
+    the most frames, by id, then how many more ``summary.json`` lists."""
+    from core.analyze import OUTPUT_FILES
+
+    shown = sorted(faces, key=lambda x: -x["frames"])[:most]
+    text = ", ".join(f"#{x['id']} {x['dominant']} ({x['frames']} frames)"
+                     for x in sorted(shown, key=lambda x: x["id"])) or "no face"
+    if len(faces) > len(shown):
+        text += f", and {len(faces) - len(shown)} more in {OUTPUT_FILES['summary']}"
+    return text
+
+
 def _progress_bar(name: str):
     """A one-line progress bar on stderr when it is a terminal (else None: no output)."""
     if not sys.stderr.isatty():
@@ -442,10 +459,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 print(f"error: {f}: an earlier annotated.mp4 stays: {_os_error(exc)}",
                       file=sys.stderr)
                 rc = 1
-        faces = ", ".join(f"#{x['id']} {x['dominant']} ({x['frames']} frames)"
-                          for x in summary["faces"]) or "no face"
         print(f"{f}: {summary['frames_analysed']} frames, {summary['duration_s']:.1f} s; "
-              f"faces: {faces} -> {out.folder}")
+              f"faces: {faces_line(summary['faces'])} -> {out.folder}")
         if "error" in summary:
             print(f"error: {f}: {summary['error']} (what was analysed is kept)",
                   file=sys.stderr)

@@ -327,3 +327,15 @@ def test_the_chart_stays_inside_its_panel():
     right_edge = img.shape[1] - 20  # the panel's right side (chart_png's margin)
     outside = img[40:, right_edge + 2:]
     assert (outside.min(axis=2) > 230).all()  # only white (and anti-aliasing) beyond it
+
+
+def test_the_summary_line_names_the_faces_seen_most_and_counts_the_rest():
+    import run
+
+    faces = [{"id": i, "dominant": "happy", "frames": 100 - i} for i in range(1, 31)]
+    faces.append({"id": 31, "dominant": "sad", "frames": 500})
+    line = run.faces_line(faces, most=3)
+    assert line == ("#1 happy (99 frames), #2 happy (98 frames), #31 sad (500 frames), "
+                    "and 28 more in summary.json")
+    assert run.faces_line(faces[:2]) == "#1 happy (99 frames), #2 happy (98 frames)"
+    assert run.faces_line([]) == "no face"
