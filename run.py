@@ -202,10 +202,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         InitModelError,
         RunFolderError,
         TeacherError,
+        free_defaults,
         train,
     )
 
-    cfg = config_from_args(TrainConfig, args, verbose=1 if sys.stdout.isatty() else 2)
+    cfg = free_defaults(config_from_args(TrainConfig, args,
+                                         verbose=1 if sys.stdout.isatty() else 2))
     try:
         report = train(cfg)
     except (DatasetError, InitModelError, ModelError, TeacherError, RunFolderError,
@@ -215,8 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         out = Path(cfg.out)
         resumable = (out / "last.keras").is_file() and (out / "state.json").is_file()
-        print("error: interrupted" + (f"; continue with --resume --out {out}" if resumable
-                                      else ""), file=sys.stderr)
+        print("error: interrupted" + (f"; to continue, run the same command with --resume "
+                                      f"--out {out}" if resumable else ""), file=sys.stderr)
         return 130
     print(json.dumps({k: report[k] for k in ("n", "accuracy", "macro_f1", "val", "weights")}))
     return 0
@@ -227,9 +229,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from core.errors import ModelError
     from training.data import DatasetError
     from training.ensemble import EnsembleConfig, export_ensemble
+    from training.export import free_name
 
     cfg = EnsembleConfig(
-        sources=tuple(Path(s) for s in args.src), name=args.name,
+        sources=tuple(Path(s) for s in args.src),
+        name=free_name(args.models_dir, args.name, args.overwrite),
         models_dir=Path(args.models_dir), data=args.data, tta=not args.no_tta,
         tta_shift=args.tta_shift, int8_only=args.int8_only, convert=not args.no_convert,
         train_minutes=args.train_minutes, overwrite=args.overwrite)

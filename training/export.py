@@ -292,10 +292,36 @@ def export_target(models_dir: str | os.PathLike, name: str, overwrite: bool = Fa
     target = root / name
     if target.exists() and not target.is_dir():
         raise ExportTargetError(f"{target}: is a file, not a model folder")
-    if not overwrite and any((target / f).exists() for f in (KERAS_FILE, METADATA_FILE)):
+    if not overwrite and holds_model(target):
         raise ExportTargetError(f"{target} already holds a model: pass --name NEW to export "
                                 "under another name, or --overwrite to replace it")
     return target
+
+
+#: The export name and run folder a command uses when none is given.
+DEFAULT_NAME = "default"
+
+
+def holds_model(folder: Path) -> bool:
+    """Whether ``folder`` holds an exported model (``model.keras`` or ``metadata.json``)."""
+    return any((folder / f).exists() for f in (KERAS_FILE, METADATA_FILE))
+
+
+def free_name(models_dir: str | os.PathLike, name: str, overwrite: bool) -> str:
+    """``name``, or, when it is the default name, its folder holds a model (the shipped one, on
+    a fresh checkout) and ``overwrite`` is off, the first free ``default-2``, ``default-3``, ...
+    (said in the log): ``run.py train --data PATH`` keeps working without replacing the shipped
+    model. A name given on purpose is left to :func:`export_target`."""
+    root = Path(models_dir)
+    if name != DEFAULT_NAME or overwrite or not holds_model(root / name):
+        return name
+    k = 2
+    while (root / f"{name}-{k}").exists():
+        k += 1
+    new = f"{name}-{k}"
+    log.warning("%s holds a model: exporting to %s instead (serve it with --model %s; "
+                "--overwrite replaces %s)", root / name, root / new, root / new, root / name)
+    return new
 
 
 def export_model(model: Any, model_dir: Path, cfg: Any, split_info: dict, report: dict) -> Path:

@@ -404,6 +404,31 @@ def check_run_folder(cfg: TrainConfig) -> None:
         export_target(cfg.models_dir, cfg.name, cfg.overwrite)
 
 
+#: ``--out`` when none is given.
+DEFAULT_OUT = "runs/default"
+
+
+def free_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the default run folder and export name moved to the first free
+    ``runs/default-N`` / ``models/default-N`` when they hold an earlier run or a model (the
+    shipped one) and neither ``--resume`` nor ``--overwrite`` is given (said in the log), so
+    that ``run.py train --data PATH`` trains on a fresh checkout, and again, without replacing
+    anything. Folders given on purpose are left to :func:`check_run_folder`."""
+    from training.export import free_name
+
+    name = free_name(cfg.models_dir, cfg.name, cfg.overwrite) if cfg.export else cfg.name
+    out = cfg.out
+    if (out == DEFAULT_OUT and not cfg.resume and not cfg.overwrite
+            and any((Path(out) / f).exists() for f in RUN_FILES)):
+        k = 2
+        while Path(f"{out}-{k}").exists():
+            k += 1
+        out = f"{cfg.out}-{k}"
+        log.warning("%s holds an earlier run: this one goes to %s (--resume continues the "
+                    "earlier one, --overwrite starts it over)", cfg.out, out)
+    return replace(cfg, name=name, out=out)
+
+
 def warn_about_data(ds: Dataset, detect: str) -> None:
     """Warn about a dataset that trains badly: most images left out for want of a face, or
     training images of one class only."""

@@ -142,9 +142,9 @@ def train_cli(tmp_path: Path, *extra: str) -> int:
 
 def test_train_refuses_to_replace_a_model_before_training(tmp_path, capsys, no_training
                                                           ) -> None:
-    shipped = write_model_folder(tmp_path / "models" / "default")
+    shipped = write_model_folder(tmp_path / "models" / "mine")
     before = (shipped / "metadata.json").read_text()
-    assert train_cli(tmp_path) == 2  # no --name: models/default
+    assert train_cli(tmp_path, "--name", "mine") == 2
     err = capsys.readouterr().err
     assert err == (f"error: {shipped} already holds a model: pass --name NEW to export under "
                    "another name, or --overwrite to replace it\n")
@@ -152,9 +152,9 @@ def test_train_refuses_to_replace_a_model_before_training(tmp_path, capsys, no_t
     assert not (tmp_path / "run").exists()  # refused before the run folder was made
     # --no-export needs no export folder
     with pytest.raises(AssertionError, match="training started"):
-        train_cli(tmp_path, "--no-export")
+        train_cli(tmp_path, "--name", "mine", "--no-export")
     with pytest.raises(AssertionError, match="training started"):
-        train_cli(tmp_path, "--overwrite")
+        train_cli(tmp_path, "--name", "mine", "--overwrite")
 
 
 def test_train_refuses_an_earlier_run_a_file_as_out_and_a_corrupt_state(tmp_path, capsys,
@@ -207,15 +207,16 @@ def test_check_run_folder_allows_a_new_folder_and_checks_the_export_only_when_ex
 def test_ensemble_refuses_to_replace_a_model_and_says_to_pass_data(tmp_path, capsys) -> None:
     src = write_model_folder(tmp_path / "src", data="relative/not-here.zip")
     models = tmp_path / "models"
-    shipped = write_model_folder(models / "default")
+    shipped = write_model_folder(models / "mine")
     before = (shipped / "metadata.json").read_text()
-    assert run.main(["ensemble", str(src), "--models-dir", str(models)]) == 2  # no --name
+    assert run.main(["ensemble", str(src), "--models-dir", str(models), "--name", "mine"]) == 2
     assert capsys.readouterr().err == (f"error: {shipped} already holds a model: pass --name "
                                        "NEW to export under another name, or --overwrite to "
                                        "replace it\n")
     assert (shipped / "metadata.json").read_text() == before
     # with --overwrite it goes on, to the recorded dataset, which is not there
-    assert run.main(["ensemble", str(src), "--models-dir", str(models), "--overwrite"]) == 2
+    assert run.main(["ensemble", str(src), "--models-dir", str(models), "--name", "mine",
+                     "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: the dataset recorded in {src}, 'relative/not-here.zip', is "
                           "not there (a relative path is read from the current folder")
@@ -242,7 +243,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch) -> None:
     (out / "last.keras").write_bytes(b"x")
     (out / "state.json").write_text(json.dumps({"epoch": 1, "best_val_accuracy": 0.2}))
     assert run.main(argv) == 130
-    assert capsys.readouterr().err == f"error: interrupted; continue with --resume --out {out}\n"
+    assert capsys.readouterr().err == (f"error: interrupted; to continue, run the same command "
+                                       f"with --resume --out {out}\n")
 
     monkeypatch.setattr(training.ensemble, "export_ensemble", interrupted)
     assert run.main(["ensemble", str(tmp_path / "m")]) == 130
@@ -286,3 +288,27 @@ def test_evaluate_video_names_the_missing_labels_csv_columns(tmp_path, capsys) -
     (clips / "labels.csv").write_text("")
     assert run.main(["evaluate-video", "--clips", str(clips)]) == 2
     assert "(it has none)" in capsys.readouterr().err
+
+
+def test_the_default_run_folder_and_name_move_aside_instead_of_replacing(tmp_path,
+                                                                        monkeypatch) -> None:
+    """`run.py train --data PATH` (the documented contract) trains on a fresh checkout, where
+    models/default is the shipped model, and again: the defaults move to the first free
+    runs/default-N and models/default-N; --resume and --overwrite keep them."""
+    from training.config import TrainConfig
+    from training.export import free_name
+    from training.train import free_defaults
+
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(data="d.zip")
+    assert (free_defaults(cfg).out, free_defaults(cfg).name) == ("runs/default", "default")
+    write_model_folder(tmp_path / "models" / "default")
+    (tmp_path / "runs" / "default").mkdir(parents=True)
+    (tmp_path / "runs" / "default" / "last.keras").write_bytes(b"x")
+    (tmp_path / "models" / "default-2").mkdir()  # taken (even empty)
+    moved = free_defaults(cfg)
+    assert (moved.out, moved.name) == ("runs/default-2", "default-3")
+    kept = free_defaults(replace(cfg, resume=True))
+    assert (kept.out, kept.name) == ("runs/default", "default-3")
+    assert free_defaults(replace(cfg, overwrite=True)).name == "default"
+    assert free_name("models", "mine", False) == "mine"  # a name given on purpose stays
