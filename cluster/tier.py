@@ -478,14 +478,14 @@ def _alive_actors() -> list[tuple[str, str]]:
 
 
 def _free_for(cfg: TierConfig, resources: dict[str, float],
-              prev: dict[str, Any] | None) -> tuple[dict[str, float], str]:
+              prev: dict[str, Any] | None, mine: int) -> tuple[dict[str, float], str]:
     """What the new replicas of ``cfg.app_name`` could take now (the available resources plus
-    those its current replicas hold: an update replaces them), and a note on what else is
-    alive in the cluster (named where cheap: other actors)."""
+    those its ``mine`` current replicas hold, as Serve counts them: an update replaces them),
+    and a note on what else is alive in the cluster (named where cheap: other actors; the
+    actor table is not readable through Ray Client)."""
     ray, _ = import_ray()
     free = {k: float(v) for k, v in ray.available_resources().items()}
     actors = _alive_actors()
-    mine = sum(1 for _, name in actors if name.startswith(_replica_prefix(cfg.app_name)))
     each = _config_of(prev) if prev else cfg
     gpr = each.gpus_per_replica
     if gpr is None:
@@ -615,7 +615,11 @@ def _run(cfg: TierConfig) -> None:
     except TierError:
         raise
     except Exception as exc:  # Serve's deployment failure (e.g. the model fails to load)
-        cause = failure_cause(_app_state(cfg.app_name)[2]) or failure_cause(str(exc))
+        try:
+            detail = _app_state(cfg.app_name)[2]
+        except Exception:  # the controller is gone too: the exception's own text
+            detail = ""
+        cause = failure_cause(detail) or failure_cause(str(exc))
         raise TierError(f"deploying {cfg.app_name!r} failed ({cause or _one_line(exc)})"
                         ) from exc
 
@@ -642,7 +646,7 @@ def deploy_tier(cfg: TierConfig, force: bool = False) -> Deployed:
     resources = ray.cluster_resources()
     state, running, _ = _app_state(cfg.app_name)
     prev = recorded(cfg.app_name) if state is not None else None
-    free, busy = _free_for(cfg, resources, prev)
+    free, busy = _free_for(cfg, resources, prev, running)
     cfg = resolve(cfg, resources, free, busy)
     check_model(cfg, gpu=bool(cfg.gpus_per_replica))
     rec = deployment_record(cfg)
@@ -675,8 +679,16 @@ def _after_failure(cfg: TierConfig, state: str | None, prev: dict[str, Any] | No
     if prev is None:
         return ("its previous settings were not recorded (deployed by an older version), so "
                 "they could not be put back; see `python run.py cluster status`")
+    old = replace(_config_of(prev), deploy_timeout_s=cfg.deploy_timeout_s)
     try:
-        old = replace(_config_of(prev), deploy_timeout_s=cfg.deploy_timeout_s)
+        fingerprint = model_fingerprint(old.model_dir)
+        same_files = bool(fingerprint) and fingerprint == prev.get("model")
+    except Exception:
+        same_files = False
+    if not same_files:  # restoring would load the new files again
+        return (f"the model files in {old.model_dir} changed since the previous deployment, so "
+                "it could not be put back; see `python run.py cluster status`")
+    try:
         _run(old)
     except Exception as exc:
         return f"restoring the previous deployment failed too ({_one_line(exc)})"

@@ -24,7 +24,7 @@ from server.jobs import JobQueue, add_routes
 from server.metrics import Metrics
 from server.ratelimit import Gate
 from server.registry import Registry
-from server.remote import healthz_with_tier, load_remote_replicas
+from server.remote import healthz_with_tier, load_remote_replicas, mark_serving
 from server.routes import (
     client_config,
     healthz,
@@ -175,6 +175,7 @@ def serve(cfg: ServerConfig) -> None:
     tunnel = PublicTunnel(cfg, on_open, on_error) if cfg.ngrok else None
 
     def announce(_: str) -> None:
+        mark_serving()
         print(f"FaceDApps serving on {url} (model {app[CLASSIFIER].name}, backend "
               f"{app[CLASSIFIER].backend}); Ctrl-C to stop", flush=True)
         if tunnel is not None:

@@ -54,6 +54,14 @@ LOST_EXIT_CODE = 3
 #: Longest a lost edge's graceful shutdown may take before the process ends anyway.
 LOST_FORCE_EXIT_S = 30.0
 _lost: str | None = None
+#: Set once the server listens (its SIGTERM handler is in place): before that, a lost edge
+#: has nothing to shut down gracefully and exits at once.
+_serving = threading.Event()
+
+
+def mark_serving() -> None:
+    """The server is up: :func:`exit_lost` may stop it as SIGTERM does."""
+    _serving.set()
 
 
 def to_wire(x: np.ndarray) -> np.ndarray:
@@ -146,6 +154,8 @@ def exit_lost(message: str) -> None:
         return
     _lost = message
     print(f"error: {message}", file=sys.stderr, flush=True)
+    if not _serving.is_set():  # still starting (Ray's own SIGTERM handler would exit 15)
+        os._exit(LOST_EXIT_CODE)
     timer = threading.Timer(LOST_FORCE_EXIT_S, os._exit, (LOST_EXIT_CODE,))
     timer.daemon = True
     timer.start()

@@ -217,6 +217,19 @@ sys.exit(run.main(["serve", "--ray", "auto", "--port", "{port}"]))
     assert "Traceback" not in out.stderr
 
 
+def test_an_edge_that_loses_its_cluster_while_starting_exits_3_at_once() -> None:
+    """Before the server listens (deploying the tier can take minutes) Ray's own SIGTERM
+    handler would end the process with 15: a lost edge exits with its own status at once."""
+    code = ("import signal, sys, time, server.remote\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))  # as Ray's handler\n"
+            "server.remote.exit_lost('lost the Ray cluster at x: the cluster restarted')\n"
+            "time.sleep(30)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == LOST_EXIT_CODE
+    assert out.stderr.strip() == "error: lost the Ray cluster at x: the cluster restarted"
+
+
 # -- deploy checks before the cluster is touched -----------------------------------------------
 
 def test_check_model_names_the_cause() -> None:
