@@ -289,10 +289,6 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     from core.runtimes import load_classifier
     from core.temporal import FilterConfig
 
-    problem = _clips_index_problem(Path(args.clips))
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     try:
         filt = FilterConfig(args.filter, switch_per_s=args.switch_per_s,
                             evidence_s=args.evidence_s, smoothing_s=args.smoothing_s,
@@ -322,23 +318,6 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     if args.compare_fer:
         print("\n" + out["fer_table"])
     return 0
-
-
-def _clips_index_problem(clips: Path) -> str | None:
-    """What is wrong with the header of ``clips/labels.csv``, if it lacks the ``file`` and
-    ``label`` columns (a missing or unreadable file is left to ``bench.video_eval``)."""
-    import csv
-
-    index = clips / "labels.csv"
-    try:
-        with index.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError):
-        return None
-    if {"file", "label"} <= set(header):
-        return None
-    return (f"{index}: needs the columns file,label in its first line (it has "
-            f"{','.join(header) or 'none'})")
 
 
 #: Faces named on analyze's one line per video (those seen in the most frames).

@@ -18,15 +18,15 @@ kinder than a camera seeing distant people (blur, noise, turned heads); the crow
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from bench.detection import DEFAULT_CLIPS, match_image, table
+from bench.video_eval import read_clips
+from bench.videos import encode_ts, letterbox
 from core.faces import FaceDetector, FrameScan
 from core.video import frames
 
@@ -56,13 +56,9 @@ def gallery_frame(cells: Sequence[Cell], grid: int, size: tuple[int, int] = SIZE
     gts: list[Box] = []
     ignore: list[Box] = []
     for c, (img, box) in enumerate(cells[: grid * grid]):
-        ih, iw = img.shape[:2]
-        s = min(cw / iw, ch / ih)
-        nw, nh = max(1, round(iw * s)), max(1, round(ih * s))
         cx, cy = (c % grid) * cw, (c // grid) * ch
-        x0, y0 = cx + (cw - nw) // 2, cy + (ch - nh) // 2
-        canvas[y0 : y0 + nh, x0 : x0 + nw] = cv2.resize(img, (nw, nh),
-                                                        interpolation=cv2.INTER_AREA)
+        canvas[cy : cy + ch, cx : cx + cw], s, x, y = letterbox(img, cw, ch)
+        x0, y0 = cx + x, cy + y
         if box is None:
             ignore.append((cx, cy, cw, ch))
         else:
@@ -111,26 +107,22 @@ class ClipCells:
 
     def __init__(self, folder: str | Path = DEFAULT_CLIPS, fps: float = FPS,
                  frames_per_clip: int = FRAMES) -> None:
-        folder = Path(folder)
-        with open(folder / "labels.csv", newline="") as f:
-            self.names = sorted(r["file"] for r in csv.DictReader(f))
-        if not self.names:
-            raise ValueError(f"no clips listed in {folder / 'labels.csv'}")
-        self.folder, self.fps, self.n = folder, fps, frames_per_clip
+        self.paths = sorted(c.path for c in read_clips(folder))  # ClipError: a bad labels.csv
+        self.fps, self.n = fps, frames_per_clip
         self._truth = FaceDetector(mode="live")
-        self._cache: dict[str, list[Cell]] = {}
+        self._cache: dict[Path, list[Cell]] = {}
 
     def clip(self, i: int) -> list[Cell]:
-        name = self.names[i % len(self.names)]
+        name = self.paths[i % len(self.paths)]
         if name not in self._cache:
             cells: list[Cell] = []
-            for _, img in frames(self.folder / name, self.fps):
+            for _, img in frames(name, self.fps):
                 dets = self._truth.detect(img)
                 cells.append((img, dets[0].box if len(dets) == 1 else None))
                 if len(cells) >= self.n:
                     break
             if not cells:
-                raise ValueError(f"no frame in {name}")
+                raise ValueError(f"no frame in {name.name}")
             self._cache[name] = cells
         return self._cache[name]
 
@@ -196,20 +188,9 @@ def write_video(path: str | Path, grid: int, frames_n: int = 150,
                 folder: str | Path = DEFAULT_CLIPS) -> None:
     """The gallery as an H264 (constrained baseline) MP4 at 15 fps, e.g. to stream it to a
     server with ``run.py stream --video``."""
-    import av
-
     clips = ClipCells(folder, frames_per_clip=frames_n)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=int(FPS))
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"profile": "baseline", "crf": "23"}
-        for t in range(frames_n):
-            img, _, _ = gallery_frame(clips.cells(grid, t), grid)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    images = (gallery_frame(clips.cells(grid, t), grid)[0] for t in range(frames_n))
+    encode_ts(Path(path), images, *SIZE, container_format="mp4")
 
 
 if __name__ == "__main__":

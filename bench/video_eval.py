@@ -93,7 +93,12 @@ def read_clips(folder: str | Path) -> list[Clip]:
         raise ClipError(f"{d}: no labels.csv (needs the columns file,label)")
     clips = []
     with index.open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
+        rows = csv.DictReader(fh)
+        header = rows.fieldnames or []
+        if not {"file", "label"} <= set(header):
+            raise ClipError(f"{index}: needs the columns file,label in its first line (it has "
+                            f"{','.join(header) or 'none'})")
+        for row in rows:
             name, label = (row.get("file") or "").strip(), (row.get("label") or "").strip()
             if label not in LABELS:
                 raise ClipError(f"{index}: {name}: label {label!r} is not one of "

@@ -37,8 +37,9 @@ class VideoMissing(RuntimeError):
     """The source of a bench video is not on this machine (e.g. no ../shared)."""
 
 
-def _fit(bgr: np.ndarray, w: int, h: int) -> np.ndarray:
-    """``bgr`` scaled to fit ``w`` x ``h`` and centred on black (letterboxed)."""
+def letterbox(bgr: np.ndarray, w: int, h: int) -> tuple[np.ndarray, float, int, int]:
+    """``bgr`` scaled to fit ``w`` x ``h`` and centred on black, with the scale and the
+    position ``(x, y)`` of the scaled image in it (to map boxes)."""
     ih, iw = bgr.shape[:2]
     s = min(w / iw, h / ih)
     nw, nh = max(2, int(round(iw * s))), max(2, int(round(ih * s)))
@@ -46,16 +47,23 @@ def _fit(bgr: np.ndarray, w: int, h: int) -> np.ndarray:
     x, y = (w - nw) // 2, (h - nh) // 2
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     out[y:y + nh, x:x + nw] = cv2.resize(bgr, (nw, nh), interpolation=interp)
-    return out
+    return out, s, x, y
 
 
-def encode_ts(path: Path, images: Iterator[np.ndarray], width: int, height: int) -> Path:
-    """Write ``images`` (BGR, ``width`` x ``height``) as baseline H264 MPEG-TS at 15 fps."""
+def _fit(bgr: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``bgr`` scaled to fit ``w`` x ``h`` and centred on black (letterboxed)."""
+    return letterbox(bgr, w, h)[0]
+
+
+def encode_ts(path: Path, images: Iterator[np.ndarray], width: int, height: int,
+              container_format: str = "mpegts") -> Path:
+    """Write ``images`` (BGR, ``width`` x ``height``) as baseline H264 at 15 fps, in MPEG-TS
+    (or another ``container_format``, e.g. ``mp4``)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with av.open(str(tmp), mode="w", format="mpegts") as container:
+    with av.open(str(tmp), mode="w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"profile": "baseline", "bf": "0", "g": str(FPS), "preset": "veryfast"}
