@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import WSCloseCode, web
 
-from server.protocol import dumps, error_message, hello_message
+from server.protocol import TOO_MANY_MESSAGES, close_with_error, dumps, hello_message
 from server.ratelimit import RateLimiter
 from server.state import CONFIG, FEED
 
@@ -58,8 +58,8 @@ async def _drain(ws: web.WebSocketResponse, limiter: RateLimiter) -> None:
     sends more than the server's message rate is closed with 1008, as on ``/ws/stream``."""
     async for _ in ws:
         if not limiter.allow():
-            await ws.send_str(dumps(error_message("too many messages; slow down")))
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
+            await close_with_error(ws, TOO_MANY_MESSAGES, WSCloseCode.POLICY_VIOLATION,
+                                   b"rate limit")
             return
 
 
@@ -70,9 +70,8 @@ async def feed_handler(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4096)
     await ws.prepare(request)
     if len(hub.subscribers) >= MAX_SUBSCRIBERS:
-        await ws.send_str(dumps(error_message(
-            f"server busy: {MAX_SUBSCRIBERS} feed subscribers; try later")))
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"at capacity")
+        await close_with_error(ws, f"server busy: {MAX_SUBSCRIBERS} feed subscribers; try later",
+                               WSCloseCode.TRY_AGAIN_LATER, b"at capacity")
         return ws
     hub.sockets.add(ws)
     session = request.query.get("session")

@@ -4,6 +4,7 @@ other small messages; the face objects come from ``core.pipeline.face_dict``."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from core.pipeline import face_dict
 
@@ -29,3 +30,14 @@ def dumps(msg: dict) -> str:
 
 def error_message(text: str) -> dict:
     return {"type": "error", "error": text}
+
+
+#: What a WebSocket client that sends faster than the server's message rate is told.
+TOO_MANY_MESSAGES = "too many messages; slow down"
+
+
+async def close_with_error(ws: Any, text: str, code: int, reason: bytes) -> None:
+    """Tell a WebSocket client why in an error message, then close it with ``code`` (a browser
+    can read neither an HTTP status on an upgrade nor much of a close reason)."""
+    await ws.send_str(dumps(error_message(text)))
+    await ws.close(code=code, message=reason)

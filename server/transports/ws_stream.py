@@ -20,7 +20,13 @@ from server.access import client_ip
 from server.config import ServerConfig
 from server.engine import Engine
 from server.errors import CapacityError
-from server.protocol import dumps, error_message, hello_message
+from server.protocol import (
+    TOO_MANY_MESSAGES,
+    close_with_error,
+    dumps,
+    error_message,
+    hello_message,
+)
 from server.ratelimit import RateLimiter
 from server.registry import Registry
 from server.session import FrameSession
@@ -65,9 +71,8 @@ class WsStreamPeer:
             wait_s = idle_s - (time.monotonic() - self.session.last_frame_at)
             if wait_s <= 0:  # checked on every message too: text messages do not keep it open
                 log.info("session %s: no frame for %.0f s; closing", self.sid, idle_s)
-                await self.ws.send_str(dumps(error_message(
-                    f"no frame for {idle_s:g} s: the stream is closed")))
-                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"idle")
+                await close_with_error(self.ws, f"no frame for {idle_s:g} s: the stream is "
+                                       "closed", WSCloseCode.POLICY_VIOLATION, b"idle")
                 break
             try:
                 msg = await self.ws.receive(timeout=wait_s)
@@ -76,8 +81,8 @@ class WsStreamPeer:
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 break
             if not self._limiter.allow():
-                await self.ws.send_str(dumps(error_message("too many messages; slow down")))
-                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"rate limit")
+                await close_with_error(self.ws, TOO_MANY_MESSAGES, WSCloseCode.POLICY_VIOLATION,
+                                       b"rate limit")
                 break
             if msg.type == WSMsgType.BINARY:
                 self.session.offer(msg.data)
@@ -133,8 +138,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     except CapacityError as exc:
         # Browsers cannot read an HTTP error on an upgrade: say it on the socket, then close.
         await ws.prepare(request)
-        await ws.send_str(dumps(error_message(str(exc))))
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"at capacity")
+        await close_with_error(ws, str(exc), WSCloseCode.TRY_AGAIN_LATER, b"at capacity")
         return ws
     try:
         await ws.prepare(request)
