@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 import aiortc  # noqa: F401  # before TensorFlow: pylibsrtp segfaults if imported after TF
 import numpy as np
 
+from bench.cpu import cpu_model
 from bench.rtc_client import RtcClient
 
 log = logging.getLogger(__name__)
@@ -515,20 +516,6 @@ def live_table(results: Sequence[LiveResult], isolated_fps: float) -> str:
                   "faces reused", "reuse s at end", "shed"], rows)
 
 
-def cpu_model() -> str:
-    """The CPU's model name and its vector extensions that matter here (from /proc/cpuinfo)."""
-    name, flags = "unknown CPU", set[str]()
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name == "unknown CPU":
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(ext) or 'no AVX2'})"
-
-
 def overhead_lines(live: Sequence[LiveResult], pipeline: PipelineResult) -> list[str]:
     """The live path's CPU per frame beyond the isolated pipeline's: aiortc receive (RTP,
     jitter buffer), the data channel, the event loop and the threads' hand-offs."""
@@ -657,7 +644,7 @@ def main(args: argparse.Namespace) -> int:
         video, video_note = bench_video("synthetic", out, max(40.0, warmup + seconds + 15))
         video_note += f" (the real video needs ../shared: {exc})"
     rep.add(f"FaceDApps bench {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: model {model_dir}, "
-            f"{os.cpu_count()} cores of {cpu_model()}, {'quick' if quick else 'full'} run; "
+            f"{cpu_model()}, {'quick' if quick else 'full'} run; "
             f"client video: {video_note}\n")
     clf = bench_classifiers(model_dir, 0.4 if quick else 1.5, rep)
     pipeline = bench_pipeline(model_dir, 2.0 if quick else 5.0, rep, video, video_note)

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from bench.cpu import cpu_model
 from core.faces import Detection, DetectorMode, FaceDetector, FrameScan, Level, resolve_mode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,21 +374,6 @@ def video_faces(detector: FaceDetector, path: Path | str, max_frames: int = 0
         cap.release()
     return {"frames": n, "frames_with_face": with_face, "mean_faces": faces / n if n else 0.0,
             "ms_per_frame": statistics.median(times) if times else float("nan")}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo) and the number of cores seen."""
-    import os
-
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 # --------------------------------------------------------------------------- selection

@@ -31,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench.cpu import cpu_model
 from cluster import tier
 from core.preprocess import INPUT_SIZE
 from core.runtimes import load_classifier
@@ -131,18 +132,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line, "-" * len(line), *body])
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def start_ray(address: str | None) -> bool:
     """Connect to ``address``, or start a small local Ray. True when the bench started it."""
     import ray
@@ -158,7 +147,7 @@ def start_ray(address: str | None) -> bool:
 
 def run(args: argparse.Namespace) -> list[str]:
     """The bench's measurements, as the lines of its report."""
-    out = [f"bench-ray: {cpu_name()}, {os.cpu_count()} cores; model {args.model}"]
+    out = [f"bench-ray: {cpu_model()}; model {args.model}"]
     embedded = load_classifier(args.model, args.backend, threads=1)
     out.append(f"runtime {embedded.backend} (1 thread per embedded classifier / CPU replica)")
     started = start_ray(args.ray)
