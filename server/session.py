@@ -2,13 +2,16 @@
 
 Transport-agnostic: WebRTC peers feed decoded ``av.VideoFrame``s, WebSocket stream peers feed
 JPEG bytes; ``to_bgr`` turns the kept frame into an array in an executor thread, so only
-frames that get processed are ever converted.
+frames that get processed are ever converted. The frame is taken when a detection worker
+starts on the session, not when the session joins the workers' queue: under load that queue
+holds a turn of every session, and a frame taken on joining would be that much older.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -44,7 +47,10 @@ class FrameSession:
         self.frames_dropped = 0
         self.last_frame_at = time.monotonic()
         self.created_at = time.monotonic()
+        #: The newest frame not yet taken: (frame, number, perf_counter at arrival). Set on the
+        #: event loop, taken in a detection worker (``_take``), hence the lock.
         self._latest: tuple[Any, int, float] | None = None
+        self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.closed = False
@@ -60,26 +66,35 @@ class FrameSession:
         self.frames_received += 1
         self.engine.metrics.frames_received.inc()
         self.last_frame_at = time.monotonic()
-        self.engine.reuse.frame(self.last_frame_at, dropped=self._latest is not None)
-        if self._latest is not None:
+        with self._lock:
+            dropped = self._latest is not None
+            self._latest = (frame, self.frames_received, now)
+        self.engine.reuse.frame(self.last_frame_at, dropped=dropped)
+        if dropped:
             self.frames_dropped += 1
             self.engine.metrics.frames_dropped.inc()
-        self._latest = (frame, self.frames_received, now)
         self._wake.set()
+
+    def _take(self) -> tuple[Any, int, float]:
+        with self._lock:
+            taken, self._latest = self._latest, None
+        if taken is None:  # only this session's task takes frames: the session was closed
+            raise RuntimeError(f"session {self.sid}: no frame to take")
+        return taken
 
     async def _run(self) -> None:
         while not self.closed:
             await self._wake.wait()
             self._wake.clear()
-            if self._latest is None:
+            if self._latest is None:  # taken by the last turn, which ended after it came
                 continue
-            frame, no, arrived = self._latest
-            self._latest = None
+            picked: list[tuple[int, float]] = []
             try:
-                msg = await self.process(frame, no, arrived)
+                msg = await self.process(picked)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one frame failed: tell the client, keep the session
+                no = picked[0][0] if picked else self.frames_received
                 self.engine.metrics.errors.labels("frame").inc()
                 if isinstance(exc, InferenceUnavailable):
                     self.engine.reuse.failed()
@@ -97,9 +112,18 @@ class FrameSession:
             self._tier_down = False
             await self._emit(msg)
 
-    async def process(self, frame: Any, no: int, arrived: float) -> dict:
-        """Detect, classify (batched with other sessions), track, and build the message."""
-        ff = await self.engine.detect(self.to_bgr, frame, self.scan)
+    async def process(self, picked: list[tuple[int, float]]) -> dict:
+        """Take the newest frame when a detection worker is free (its number and arrival time
+        go into ``picked``), detect, classify (batched with other sessions), track, and build
+        the message."""
+
+        def newest_bgr(_: Any) -> Any:  # in the detection worker
+            frame, no, arrived = self._take()
+            picked.append((no, arrived))
+            return self.to_bgr(frame)
+
+        ff = await self.engine.detect(newest_bgr, None, self.scan)
+        no, arrived = picked[0]
         t = time.monotonic()
         # Faces kept from earlier frames show only where they continue a track. New faces, and
         # tracked ones whose last classification is older than the reuse age, go to the
