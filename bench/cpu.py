@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 
 EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
@@ -13,14 +14,11 @@ def hidden_avx512(flags: set[str]) -> bool:
     (``scripts/avx2_only.sh``): NumPy's run-time detection reads the same CPUID as LiteRT's."""
     if "avx512f" not in flags:
         return False
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as seen
-    except ImportError:  # NumPy 1.x
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as seen
-        except ImportError:
-            return False
-    return not seen.get("AVX512F", True)
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # 2.x, 1.x
+        with contextlib.suppress(ImportError, AttributeError):
+            seen = importlib.import_module(module).__cpu_features__
+            return not seen.get("AVX512F", True)
+    return False
 
 
 def cpu_model() -> str:

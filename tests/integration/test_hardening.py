@@ -683,11 +683,11 @@ def in_flight(monkeypatch) -> dict[str, int]:
     now: dict[str, int] = {}
     peak: dict[str, int] = {}
 
-    async def counted(self, frame, no, arrived):
+    async def counted(self, picked):
         now[self.sid] = now.get(self.sid, 0) + 1
         peak[self.sid] = max(peak.get(self.sid, 0), now[self.sid])
         try:
-            return await process(self, frame, no, arrived)
+            return await process(self, picked)
         finally:
             now[self.sid] -= 1
 
