@@ -358,14 +358,15 @@ def _os_error(exc: OSError) -> str:
 
 
 def _rate(text: str) -> float:
-    """An argparse type: frames per second, a finite number >= 0 (0: every frame)."""
+    """An argparse type: frames per second, a finite number >= 0 (0: every frame):
+    ``training.config.non_negative_float`` with its own message."""
+    from training.config import non_negative_float
+
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value >= 0.0 and value != float("inf")):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: every frame), not {text!r}")
-    return value
+        return non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number >= 0 (0: every frame), not {text!r}") from None
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

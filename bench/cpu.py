@@ -21,9 +21,9 @@ def hidden_avx512(flags: set[str]) -> bool:
     return False
 
 
-def cpu_model() -> str:
-    """The CPU's model name, its core count and the vector extensions that matter here (from
-    /proc/cpuinfo, less those hidden from this process)."""
+def cpu_info() -> tuple[str, set[str]]:
+    """The first CPU's model name and flags in /proc/cpuinfo (``"unknown CPU"`` and no flags
+    where there is none)."""
     name, flags = "unknown CPU", set[str]()
     with contextlib.suppress(OSError):
         for line in open("/proc/cpuinfo"):
@@ -32,6 +32,13 @@ def cpu_model() -> str:
                 name = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
+    return name, flags
+
+
+def cpu_model() -> str:
+    """The CPU's model name, its core count and the vector extensions that matter here (from
+    /proc/cpuinfo, less those hidden from this process)."""
+    name, flags = cpu_info()
     ext = [f for f in EXTENSIONS if f in flags]
     if hidden_avx512(flags):
         ext = [f for f in ext if f == "avx2"]

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu import cpu_info
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "avx2_only.sh"
 
 
-def _flags() -> set[str]:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-FLAGS = _flags()
+FLAGS = cpu_info()[1]
 needs_shim = pytest.mark.skipif(
     platform.machine() != "x86_64" or "cpuid_fault" not in FLAGS or shutil.which("gcc") is None
     or "avx512f" not in FLAGS,
