@@ -220,12 +220,14 @@ def _decode_ms(video: Path, n: int) -> tuple[float, float]:
     (what the server does for each frame it processes)."""
     import av
 
+    from core.video import frame_to_bgr
+
     walls: list[float] = []
     c0 = time.process_time()
     with av.open(str(video)) as c:
         t = time.perf_counter()
         for frame in c.decode(video=0):
-            frame.to_ndarray(format="bgr24")
+            frame_to_bgr(frame)
             now = time.perf_counter()
             walls.append((now - t) * 1e3)
             t = now

@@ -12,10 +12,10 @@ import logging
 import time
 import uuid
 
-import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from core.video import frame_to_bgr
 from server.config import ServerConfig
 from server.engine import Engine
 from server.protocol import dumps
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED = 256 * 1024
 #: Data channels a peer may open; more are closed at once (every result goes to each one).
 MAX_CHANNELS = 4
-
-
-def frame_to_bgr(frame) -> np.ndarray:
-    """An aiortc/PyAV ``VideoFrame`` as a BGR array (only for frames that get processed)."""
-    return frame.to_ndarray(format="bgr24")
 
 
 def ice_configuration(cfg: ServerConfig) -> RTCConfiguration:
