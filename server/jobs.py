@@ -214,13 +214,17 @@ def _clean_name(name: str) -> str:
     return "".join(ch for ch in name if ch.isprintable()).strip()[:200] or "upload"
 
 
+def _busy(max_jobs: int) -> web.Response:
+    return json_error(503, f"server busy: {max_jobs} videos are being analysed; try later")
+
+
 async def create_job(request: web.Request) -> web.Response:
     """``POST /api/jobs``: a video -> 202 ``{"job", "status": "queued", ...}``."""
     q = request.app[JOBS]
     cfg = q.cfg
     q.expire()
     if q.active() >= cfg.max_jobs:
-        return json_error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+        return _busy(cfg.max_jobs)
     try:
         name, data = await _read_upload(request, cfg.max_upload_bytes)
     except web.HTTPRequestEntityTooLarge:
@@ -236,7 +240,7 @@ async def create_job(request: web.Request) -> web.Response:
             return json_error(400, f"malformed or cut-off {kind} file: it cannot be read as video")
         return json_error(415, "not a video this server can read (mp4, mov, webm, mkv, avi, flv)")
     if q.active() >= cfg.max_jobs:  # others were queued while this one uploaded
-        return json_error(503, f"server busy: {cfg.max_jobs} videos are being analysed; try later")
+        return _busy(cfg.max_jobs)
     job = q.submit(_clean_name(name), data)
     log.info("job %s: queued %s (%d bytes)", job.id, job.name, len(data))
     return web.json_response(job.public(), status=202)
