@@ -729,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
         model_name,
         non_negative_float,
         positive_float,
+        positive_int,
         seed_int,
         unit_float,
     )
@@ -884,6 +885,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for bench.txt, server logs and the cached test video")
     b.add_argument("--clients", help="live client counts, comma separated (default 1,2,4,8)")
     b.add_argument("--seconds", type=float, help="measured seconds per live run (default 20)")
+    b.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                   help="live runs per client count, in N interleaved rounds (1, 8, 16, 1, 8, "
+                        "16, ...); each count reports its run with the median total and the "
+                        "spread of all N (default 1)")
     b.add_argument("--backend", default="auto", help="server backend for the live runs")
     b.add_argument("--no-live", action="store_true", help="skip the live server runs")
     b.add_argument("--no-sweep", action="store_true", help="skip the batching sweep")

@@ -24,7 +24,7 @@ MODEL = ROOT / "models" / "default"
 def test_quick_bench_prints_every_section(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "bench", "--quick", "--clients", "1",
-         "--seconds", "3", "--out", str(tmp_path)],
+         "--seconds", "3", "--repeat", "2", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=380, cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -46,6 +46,10 @@ def test_quick_bench_prints_every_section(tmp_path):
     assert live[header].rstrip().endswith("reuse s at end  shed"), live[header]
     assert row[-3].endswith("%") and 0.2 <= float(row[-2]) <= 0.3, row
     assert row[-1] == "0%", row
+    # --repeat 2: the row is the median of two interleaved runs, both listed under the table
+    rounds = next(line for line in live if line.startswith("1 client(s), 2 runs: total "))
+    assert "2 interleaved rounds" in live[0] and float(row[3]) in [
+        float(v) for v in rounds.split("total ")[1].split(" results/s")[0].split(" / ")], rounds
     assert "Traceback" not in r.stderr
 
 
