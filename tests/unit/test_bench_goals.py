@@ -62,3 +62,14 @@ def test_repeated_runs_report_the_median_run_and_every_total():
     assert lines == ["16 client(s), 3 runs: total 144.0 / 112.0 / 128.0 results/s, p95 130 / 220 "
                      "/ 170 ms (the row above: the median)"]
     assert median_run(runs[:2]) is runs[1]  # two runs: the lower one
+
+
+def test_the_live_overhead_takes_out_the_classifications_the_server_reused():
+    from bench.bench import PipelineResult, overhead_lines
+
+    pipe = PipelineResult("litert-int8", 11.0, {}, 1.0, cpu_ms=15.0, classify_cpu_ms=6.0)
+    r = live(1, 15.0, 16.0)
+    r.server_cpu, r.processed, r.reused = 18.0, 15.0, 0.75  # 12.0 CPU ms per frame
+    (line,) = overhead_lines([r, live(8, 15.0, 40.0)], pipe)
+    # the isolated loop classified every face: 15.0 less 75% of 6.0 = 10.5, so +1.5 ms live
+    assert "vs 10.50 isolated" in line and "+1.50 ms for aiortc receive" in line, line
