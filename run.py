@@ -887,8 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, help="measured seconds per live run (default 20)")
     b.add_argument("--repeat", type=positive_int, default=1, metavar="N",
                    help="live runs per client count, in N interleaved rounds (1, 8, 16, 1, 8, "
-                        "16, ...); each count reports its run with the median total and the "
-                        "spread of all N (default 1)")
+                        "16, ...); each count reports its run with the median total (the lower "
+                        "middle one for an even N) and lists all N (default 1; not the sweeps)")
     b.add_argument("--backend", default="auto", help="server backend for the live runs")
     b.add_argument("--no-live", action="store_true", help="skip the live server runs")
     b.add_argument("--no-sweep", action="store_true", help="skip the batching sweep")

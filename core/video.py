@@ -79,10 +79,10 @@ def frame_to_bgr(frame: Any) -> np.ndarray:
     (one per CPU) that is spawned for the conversion and joined when the frame is freed: on a
     640x480 frame 0.7-0.8 CPU ms, plus 0.18 ms in whichever thread drops the frame last (in the
     live server, the event loop), against 0.2 ms here (README, "Speed")."""
-    from av.video.reformatter import VideoReformatter
-
     r = getattr(_local, "reformatter", None)
     if r is None:
+        from av.video.reformatter import VideoReformatter  # av >= 17: threads=
+
         r = _local.reformatter = VideoReformatter()
     return r.reformat(frame, format="bgr24", threads=1).to_ndarray()
 
