@@ -501,8 +501,8 @@ async def bench_live(model_dir: str, out: Path, video: Path, counts: Sequence[in
                      backend: str = "auto", tag: str = "live", flags: Sequence[str] = (),
                      repeat: int = 1) -> tuple[list[LiveResult], dict]:
     """One server; each client count in ``counts`` runs once per round, ``repeat`` rounds
-    (interleaved, so a machine that drifts affects every count alike); with more than one
-    round each count's result is its :func:`median_run`."""
+    (interleaved, so a machine that drifts affects every count alike); each count's result is
+    its :func:`median_run` (with one round, that round's run)."""
     import aiohttp
 
     server = Server(model_dir, out, max_batch, max_wait_ms, backend, tag, flags,
@@ -519,7 +519,7 @@ async def bench_live(model_dir: str, out: Path, video: Path, counts: Sequence[in
                     await wait_sessions_closed(server, http)
     finally:
         server.stop()
-    return [median_run(rs) if repeat > 1 else rs[0] for rs in runs], health
+    return [median_run(rs) for rs in runs], health
 
 
 def rounds_lines(results: Sequence[LiveResult]) -> list[str]:
