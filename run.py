@@ -252,7 +252,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tf()
     from core.errors import ModelError
-    from core.model_dir import recorded_split_seed
+    from core.model_dir import recorded_split_seed, recorded_val_keep
     from core.runtimes import load_classifier
     from training.data import DatasetError
     from training.evaluate import evaluate_path
@@ -262,7 +262,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         clf = load_classifier(args.model, args.backend)
         report = evaluate_path(args.data, clf.predict_batch, split=args.split, detect=args.detect,
-                               seed=seed)
+                               seed=seed, val_keep=recorded_val_keep(args.model))
         report.update(model=clf.name, backend=clf.backend)
     except (DatasetError, ModelError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

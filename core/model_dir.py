@@ -101,6 +101,16 @@ class ModelMeta:
             return None
 
     @property
+    def val_keep(self) -> float:
+        """The share of the validation split kept for validation (``dataset.val_keep``; the
+        rest trained the model, see ``run.py train --val-keep``); 1 when not recorded."""
+        try:
+            v = float(self.raw["dataset"].get("val_keep", 1.0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return 1.0
+        return v if 0.0 < v <= 1.0 else 1.0
+
+    @property
     def train_minutes(self) -> float | None:
         """Training time recorded at export (an ensemble's: the sum of its members')."""
         v = self.raw.get("train_minutes")
@@ -224,6 +234,16 @@ def has_litert(model_dir: str | os.PathLike, variant: str, meta: ModelMeta | Non
     except ModelError:
         return False
     return True
+
+
+def recorded_val_keep(model: str | os.PathLike) -> float:
+    """The share of the validation split an exported model kept for validation (1 when not
+    recorded): evaluating its ``val`` must leave out the images it trained on."""
+    path = Path(model)
+    try:
+        return read_meta(path if path.is_dir() else path.parent, validate=False).val_keep
+    except ModelError:
+        return 1.0
 
 
 def recorded_split_seed(model: str | os.PathLike) -> int | None:

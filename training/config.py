@@ -15,6 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def share(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {v}")
+    return v
+
+
 def unit_float(text: str) -> float:
     """argparse type: a number in [0, 1)."""
     try:
@@ -160,6 +171,10 @@ class TrainConfig:
     #: seed when there is one (so its validation images stay out of training), else ``seed``.
     split_seed: int | None = flag(None, "seed of the train/val split (default: --init's "
                                   "recorded one, else --seed)", type=seed_int)
+    #: Keep this share of the validation split for validation and train on the rest of it
+    #: (1 = all of it validates). The kept part is a subset of the full validation split.
+    val_keep: float = flag(1.0, "keep this share of the validation split (stratified) and train "
+                           "on the rest of it (default 1: all of it validates)", type=share)
     detect: str = flag("auto", "face detection on dataset images",
                        choices=["auto", "always", "never"])
     jit_compile: bool = flag(True, "turn XLA compilation off", flag="--no-jit")

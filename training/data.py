@@ -238,14 +238,19 @@ def _stratified(split: Split, fraction: float, seed: int) -> tuple[Split, Split]
     return Split(split.x[a], split.y[a]), Split(split.x[b], split.y[b])
 
 
-def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction: float = 0.1
-                ) -> Dataset:
+def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction: float = 0.1,
+                val_keep: float = 1.0) -> Dataset:
     """Train/val/test from whatever splits the source has (see the module docstring of rules).
 
     - train+val+test: used as given.
     - train+one other (``validation/`` or ``test/``): the other is the test set; a stratified
       ``val_fraction`` of train becomes the validation set (early stopping never sees the test).
     - no splits: stratified 80:10:10.
+
+    ``val_keep`` < 1 keeps that (stratified) fraction of the validation set as validation and
+    moves the rest into training: more training images, a smaller (noisier) validation set
+    that is still a subset of the full one, so a model trained on the full split's training
+    images has never seen it.
     """
     def cat(*splits: Split) -> Split:
         ss = [s for s in splits if s is not None]
@@ -274,7 +279,14 @@ def make_splits(groups: dict[str | None, Split], seed: int = 1234, val_fraction:
             test_s = given
             rule = "test: the dataset's validation/test split; val: stratified 10% of train"
         train_s, val_s = _stratified(train, val_fraction, seed)
-    info = {"split_rule": rule, "seed": seed,
+    if not 0.0 < val_keep <= 1.0:
+        raise DatasetError(f"the kept share of the validation set must be in (0, 1], "
+                           f"not {val_keep}")
+    if val_keep < 1.0:
+        moved, val_s = _stratified(val_s, val_keep, seed)
+        train_s = cat(train_s, moved)
+        rule += f"; {len(moved)} of its images moved into train, {len(val_s)} kept"
+    info = {"split_rule": rule, "seed": seed, "val_keep": val_keep,
             "counts": {name: {LABELS[i]: int(c) for i, c in
                               enumerate(np.bincount(s.y, minlength=len(LABELS)))}
                        for name, s in (("train", train_s), ("val", val_s), ("test", test_s))},
@@ -333,8 +345,8 @@ def load_groups(path: str | os.PathLike, detect: str = "auto",
 
 
 def load_dataset(path: str | os.PathLike, seed: int = 1234, detect: str = "auto",
-                 cache_dir: str | os.PathLike | None = None) -> Dataset:
+                 cache_dir: str | os.PathLike | None = None, val_keep: float = 1.0) -> Dataset:
     """Read, preprocess and split a dataset; preprocessed arrays are cached in ``cache_dir``."""
-    ds = make_splits(load_groups(path, detect, cache_dir), seed)
+    ds = make_splits(load_groups(path, detect, cache_dir), seed, val_keep=val_keep)
     ds.info["source"] = str(path)
     return ds

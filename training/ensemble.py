@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ModelError
-from core.model_dir import ModelMeta, read_meta, recorded_split_seed
+from core.model_dir import ModelMeta, read_meta, recorded_split_seed, recorded_val_keep
 from core.preprocess import LABELS
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,13 @@ def export_ensemble(cfg: EnsembleConfig) -> dict:
         log.warning("the members were trained on different data splits (seeds %s): each saw "
                     "some of the others' validation images, so the ensemble's val accuracy is "
                     "optimistic", sorted(set(seeds)))
-    ds = load_dataset(tcfg.data, seed=seeds[0], detect=tcfg.detect, cache_dir=tcfg.cache_dir)
+    keeps = [recorded_val_keep(src) for src in cfg.sources]
+    if len(set(keeps)) > 1:
+        log.warning("the members trained on different shares of the validation split (%s): "
+                    "the ensemble's val accuracy includes images some of them trained on",
+                    ", ".join(map(str, sorted(set(keeps)))))
+    ds = load_dataset(tcfg.data, seed=seeds[0], detect=tcfg.detect, cache_dir=tcfg.cache_dir,
+                      val_keep=min(keeps))
 
     keras.mixed_precision.set_global_policy("float32")
     # An already test-time-averaged model: start from the network inside.

@@ -228,13 +228,14 @@ def _concat(splits: list[Split]) -> Split:
                  sum(s.no_face for s in splits))
 
 
-def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234
-                 ) -> tuple[Split, str]:
+def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234,
+                 val_keep: float = 1.0) -> tuple[Split, str]:
     """The images that ``split`` names in a dataset read by :func:`training.data.read_samples`.
 
     - ``all``: every image (and every no-face image) of every split folder.
     - with a ``train`` folder: the splits training makes (:func:`training.data.make_splits`,
-      same seed), so ``test`` is exactly what a training run on this data reported.
+      same seed and ``val_keep``), so ``test`` is exactly what a training run on this data
+      reported.
     - without a ``train`` folder the dataset is taken as evaluation data: ``test`` is its
       ``test`` folder if it has one, else *all* its images (e.g. a plain ``<class>/<image>``
       folder); ``val`` is its validation folder; ``train`` does not exist.
@@ -248,7 +249,7 @@ def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234
     if split == "all":
         return _concat(list(groups.values())), "all"
     if "train" in groups:
-        ds = make_splits(groups, seed)
+        ds = make_splits(groups, seed, val_keep=val_keep)
         return getattr(ds, split), f"{split} ({ds.info['split_rule']})"
     if split == "test":
         if "test" in groups:
@@ -262,7 +263,7 @@ def select_split(groups: dict[str | None, Split], split: str, seed: int = 1234
 
 def evaluate_path(data: str | os.PathLike, predict_fn: Predictor | str | os.PathLike,
                   split: str = "test", detect: str = "auto", seed: int = 1234,
-                  cache_dir: str | os.PathLike | None = None) -> dict:
+                  cache_dir: str | os.PathLike | None = None, val_keep: float = 1.0) -> dict:
     """Evaluate on a dataset folder or zip; returns the ``evaluate --json`` object.
 
     ``predict_fn`` maps float32 ``(N, 48, 48, 1)`` pixels (0..255) to ``(N, 7)`` probabilities;
@@ -285,7 +286,7 @@ def evaluate_path(data: str | os.PathLike, predict_fn: Predictor | str | os.Path
     if isinstance(predict_fn, (str, os.PathLike)):
         predict_fn, _ = load_keras_model_dir(predict_fn)
     groups = load_groups(data, detect, cache_dir)
-    chosen, what = select_split(groups, split, seed)
+    chosen, what = select_split(groups, split, seed, val_keep)
     if len(chosen) + chosen.no_face == 0:
         raise DatasetError(f"{data}: no {split} images to evaluate")
     log.info("evaluating %d images (%d without a face) of %s: %s",

@@ -57,6 +57,8 @@ def train_command(cfg: Any) -> str:
             args += [flag, str(c[key])]
     if c.get("split_seed") is not None and c.get("split_seed") != c.get("seed"):
         args += ["--split-seed", str(c["split_seed"])]
+    if c.get("val_keep", 1.0) != 1.0:
+        args += ["--val-keep", str(c["val_keep"])]
     for key, flag in (("max_minutes", "--max-minutes"), ("limit", "--limit")):
         if c.get(key):
             args += [flag, str(c[key])]

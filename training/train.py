@@ -472,7 +472,8 @@ def _train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    ds = load_dataset(cfg.data, seed=split_seed, detect=cfg.detect, cache_dir=cfg.cache_dir)
+    ds = load_dataset(cfg.data, seed=split_seed, detect=cfg.detect, cache_dir=cfg.cache_dir,
+                      val_keep=cfg.val_keep)
     if cfg.limit and len(ds.train) > cfg.limit:
         # A random subset: a given train/ folder is read class by class, so a prefix would
         # contain only the first classes.
@@ -481,6 +482,13 @@ def _train(cfg: TrainConfig) -> dict:
         ds.train = Split(ds.train.x[keep], ds.train.y[keep])
     log.info("data: train %d, val %d, test %d (%s)", len(ds.train), len(ds.val), len(ds.test),
              ds.info["split_rule"])
+    if cfg.init:
+        from core.model_dir import recorded_val_keep
+
+        if recorded_val_keep(cfg.init) < cfg.val_keep:
+            log.warning("--init %s trained on part of the validation split (it kept %g of it, "
+                        "this run keeps %g): validation accuracy is optimistic", cfg.init,
+                        recorded_val_keep(cfg.init), cfg.val_keep)
     warn_about_data(ds, cfg.detect)
     (out / "split.json").write_text(json.dumps(ds.info, indent=2))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

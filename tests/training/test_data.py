@@ -80,6 +80,29 @@ def test_train_plus_validation_becomes_test_and_val_is_carved_from_train(make_fo
     assert "validation/test split" in ds.info["split_rule"]
 
 
+def test_val_keep_moves_the_rest_of_val_into_train(make_folder) -> None:
+    groups = read_samples(make_folder("keep", {"train": 20, "validation": 2}))
+    full = make_splits(groups, seed=3)
+    part = make_splits(groups, seed=3, val_keep=0.5)
+    assert (len(full.train), len(full.val)) == (126, 14)
+    assert (len(part.train), len(part.val)) == (133, 7)
+    assert counts(part.val) == [1] * 7  # stratified
+    kept = {r.tobytes() for r in part.val.x}
+    full_val = {r.tobytes() for r in full.val.x}
+    # the kept val is a subset of the full one: a model trained on the full split's train
+    # images has never seen it; the rest of val trains, nothing is lost or doubled
+    assert kept < full_val
+    assert {r.tobytes() for r in part.train.x} == {r.tobytes() for r in full.train.x} | (
+        full_val - kept)
+    assert np.array_equal(part.test.x, full.test.x)
+    assert part.info["val_keep"] == 0.5 and "7 of its images moved into train" in (
+        part.info["split_rule"])
+    assert full.info["val_keep"] == 1.0 and "moved" not in full.info["split_rule"]
+    for bad in (0.0, 1.5):
+        with pytest.raises(DatasetError, match="kept share"):
+            make_splits(groups, seed=3, val_keep=bad)
+
+
 def test_train_plus_test_folder(make_folder) -> None:
     root = make_folder("tt", {"training": 10, "testing": 1})
     ds = load_dataset(root)

@@ -166,6 +166,9 @@ def test_evaluate_path_follows_the_training_split_rule(make_folder, tmp_path: Pa
     assert evaluate_path(root, uniform_fn, split="val")["n"] == 7  # 10% of train
     assert evaluate_path(root, uniform_fn, split="train")["n"] == 63
     assert evaluate_path(root, uniform_fn, split="all")["n"] == 84
+    # a model that trained on part of val (--val-keep) is validated on the rest only
+    assert evaluate_path(root, uniform_fn, split="val", val_keep=0.5)["n"] == 4
+    assert evaluate_path(root, uniform_fn, split="train", val_keep=0.5)["n"] == 66
     only_test = make_folder("private", {"test": 3})
     assert evaluate_path(only_test, uniform_fn)["n"] == 21
     with pytest.raises(DatasetError):

@@ -35,6 +35,7 @@ def test_read_meta_validates_and_gives_typed_access(tmp_path) -> None:
         metrics={"backends": {"litert-int8": {"accuracy": 0.6}}}))
     meta = read_meta(tmp_path)
     assert (meta.name, meta.split_seed, meta.train_minutes) == ("m", 2027, 12.5)
+    assert meta.val_keep == 1.0  # not recorded: all of val validated
     assert meta.accuracy("litert-int8") == 0.6 and meta.accuracy("keras") is None
     assert meta.keras_path == tmp_path / "model.keras"
     assert meta.path("tflite_int8") is None
@@ -89,6 +90,17 @@ def test_writes_are_validated_atomic_and_keep_other_keys(tmp_path) -> None:
         write_metadata(tmp_path, {"labels": ["x"]})
     assert json.loads((tmp_path / METADATA_FILE).read_text()) == on_disk  # left as it was
     assert [p.name for p in tmp_path.iterdir()] == [METADATA_FILE]  # no temp file left
+
+
+def test_val_keep_is_read_from_the_metadata(tmp_path) -> None:
+    from core.model_dir import recorded_val_keep
+
+    write_metadata(tmp_path, good_meta(dataset={"seed": 1, "val_keep": 0.2}))
+    assert recorded_val_keep(tmp_path) == 0.2
+    assert recorded_val_keep(tmp_path / "model.keras") == 0.2
+    assert recorded_val_keep(tmp_path / "no" / "such" / "model") == 1.0
+    write_metadata(tmp_path, good_meta(dataset={"seed": 1, "val_keep": "x"}))
+    assert recorded_val_keep(tmp_path) == 1.0
 
 
 def test_split_seed_of_a_run_folder(tmp_path) -> None:

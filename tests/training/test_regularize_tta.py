@@ -206,7 +206,10 @@ def test_reproduce_command_and_cli_carry_the_new_options(capsys) -> None:
     cmd = train_command(cfg)
     assert "--label-smoothing 0.1" in cmd and "--tta-shift 3" in cmd and "--erase 0.5" in cmd
     assert "--erase" not in train_command(TrainConfig(data="d.zip"))
-    for bad in (["--erase", "1.5"], ["--label-smoothing", "x"], ["--tta-shift", "20"]):
+    assert "--val-keep 0.2" in train_command(TrainConfig(data="d.zip", val_keep=0.2))
+    assert "--val-keep" not in train_command(TrainConfig(data="d.zip"))
+    for bad in (["--val-keep", "0"], ["--val-keep", "1.5"], ["--erase", "1.5"],
+                ["--label-smoothing", "x"], ["--tta-shift", "20"]):
         with pytest.raises(SystemExit) as exc:
             run.main(["train", "--data", "d.zip", *bad])
         assert exc.value.code == 2
