@@ -539,16 +539,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     _quiet_tf()
     from core.errors import ModelError
+    from core.model_dir import recorded_split_seed, recorded_val_keep
     from core.runtimes import load_classifier
     from training.convert import convert_model_dir
     from training.data import DatasetError
     from training.evaluate import evaluate_path
 
     cache = os.path.join(os.path.expanduser("~"), ".cache", "facedapps")
+    recorded = recorded_split_seed(args.model)
 
     def evaluate(backend: str) -> dict:
+        # The model's own split (seed, kept share of val), recorded under the split's plain
+        # name as training records it.
         clf = load_classifier(args.model, backend)
-        return evaluate_path(args.data, clf.predict_batch, split=args.split, cache_dir=cache)
+        report = evaluate_path(args.data, clf.predict_batch, split=args.split, cache_dir=cache,
+                               seed=1234 if recorded is None else recorded,
+                               val_keep=recorded_val_keep(args.model))
+        return {**report, "split": args.split}
 
     try:
         meta = convert_model_dir(args.model, args.quantize, evaluate if args.data else None)

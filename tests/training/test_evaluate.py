@@ -315,3 +315,24 @@ def test_export_model_writes_the_metadata_schema(tiny_keras_model, tmp_path: Pat
     # a model folder path works as evaluate_path's predictor (run.py passes --model)
     r = evaluate_path(tiny_folder, str(d))
     assert r["n"] == 70 and np.sum(r["confusion"]) == 70
+
+
+def test_convert_records_every_backend_on_the_models_own_split(make_folder, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """`run.py convert --data` scores each backend on the split the model recorded (its seed,
+    its kept share of val) and files it under the split's plain name, as training does."""
+    import run
+    from tests.helpers import make_tiny_model_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the dataset cache lands here
+    root = make_folder("kaggle", {"train": 10, "validation": 2})
+    model = make_tiny_model_dir(tmp_path / "m")
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["dataset"] = {"seed": 5, "val_keep": 0.5}
+    (model / "metadata.json").write_text(json.dumps(meta))
+    assert run.main(["convert", "--model", str(model), "--quantize", "dynamic",
+                     "--data", str(root), "--split", "val"]) == 0
+    backends = json.loads((model / "metadata.json").read_text())["metrics"]["backends"]
+    assert set(backends) == {"keras", "litert-int8"}
+    for report in backends.values():
+        assert report["split"] == "val" and report["n"] == 4  # half of the 7 val images
