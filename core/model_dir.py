@@ -237,13 +237,20 @@ def has_litert(model_dir: str | os.PathLike, variant: str, meta: ModelMeta | Non
 
 
 def recorded_val_keep(model: str | os.PathLike) -> float:
-    """The share of the validation split an exported model kept for validation (1 when not
-    recorded): evaluating its ``val`` must leave out the images it trained on."""
+    """The share of the validation split a trained model kept for validation (1 when not
+    recorded): evaluating its ``val`` must leave out the images it trained on. ``model`` as
+    for :func:`recorded_split_seed`."""
     path = Path(model)
+    folder = path if path.is_dir() else path.parent
     try:
-        return read_meta(path if path.is_dir() else path.parent, validate=False).val_keep
+        return read_meta(folder, validate=False).val_keep
     except ModelError:
+        pass
+    try:
+        v = float(json.loads((folder / "split.json").read_text(encoding="utf-8"))["val_keep"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 1.0
+    return v if 0.0 < v <= 1.0 else 1.0
 
 
 def recorded_split_seed(model: str | os.PathLike) -> int | None:

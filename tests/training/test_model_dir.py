@@ -101,6 +101,10 @@ def test_val_keep_is_read_from_the_metadata(tmp_path) -> None:
     assert recorded_val_keep(tmp_path / "no" / "such" / "model") == 1.0
     write_metadata(tmp_path, good_meta(dataset={"seed": 1, "val_keep": "x"}))
     assert recorded_val_keep(tmp_path) == 1.0
+    run = tmp_path / "run"  # a training run's folder: its split.json
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"seed": 7, "val_keep": 0.3}))
+    assert recorded_val_keep(run / "last.keras") == 0.3
 
 
 def test_split_seed_of_a_run_folder(tmp_path) -> None:
