@@ -200,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import (
         DivergedError,
         InitModelError,
+        MixError,
         RunFolderError,
         TeacherError,
         free_defaults,
@@ -210,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                          verbose=1 if sys.stdout.isatty() else 2))
     try:
         report = train(cfg)
-    except (DatasetError, InitModelError, ModelError, TeacherError, RunFolderError,
+    except (DatasetError, InitModelError, MixError, ModelError, TeacherError, RunFolderError,
             ExportTargetError, DivergedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,8 @@ from keras import layers
 
 from training.config import AugmentConfig
 
-__all__ = ["AugmentConfig", "build_augmenter", "RandomAffine", "RandomCamera", "RandomErase"]
+__all__ = ["AugmentConfig", "build_augmenter", "mix_batch", "RandomAffine", "RandomCamera",
+           "RandomErase"]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int = 1234) -> keras.Sequential:
@@ -171,3 +172,62 @@ class RandomCamera(_PerImage):
         y = y + u(0.0, 8.0) * keras.random.normal(shape, seed=self.seed_gen)
         chosen = u(0.0, 1.0) < self.rate
         return ops.where(chosen, ops.clip(y, 0.0, 255.0), x)
+
+
+def mix_batch(x, targets, weights=None, *, mixup: float = 0.0, cutmix: float = 0.0, gen=None):
+    """Mixup and/or CutMix of one batch (TensorFlow tensors): ``x`` (N, H, W, C) images,
+    ``targets`` (N, K) probability vectors, ``weights`` (N,) sample weights or None. Each image
+    is mixed with another of the batch (a random permutation), by one weight ``lam`` for the
+    batch: mixup blends whole images, ``lam * x + (1 - lam) * other``, with ``lam`` from
+    Beta(mixup, mixup); CutMix pastes the other image's pixels into a random box of share about
+    ``1 - lam`` (``lam`` from Beta(cutmix, cutmix)) and takes ``lam`` as the share of the image
+    left outside the box. Targets and weights are mixed by the same ``lam``. With both rates
+    set, each batch takes one of the two, half the time each. ``gen``: a
+    ``tf.random.Generator`` (seeded, for reproducible runs)."""
+    import tensorflow as tf
+
+    if mixup < 0 or cutmix < 0:
+        raise ValueError(f"mixup and cutmix alphas must be >= 0, not {mixup}, {cutmix}")
+    if gen is None:
+        gen = tf.random.Generator.from_non_deterministic_state()
+    n = tf.shape(x)[0]
+    perm = tf.argsort(gen.uniform([n]))
+    seeds = gen.make_seeds(2)
+
+    def beta(alpha: float):
+        a = tf.random.stateless_gamma([], seed=seeds[:, 0], alpha=alpha)
+        b = tf.random.stateless_gamma([], seed=seeds[:, 1], alpha=alpha)
+        return a / tf.maximum(a + b, 1e-12)
+
+    def blend(lam, mask=None):
+        other = tf.gather(x, perm)
+        mixed = lam * x + (1.0 - lam) * other if mask is None else tf.where(mask, other, x)
+        out = (mixed, lam * targets + (1.0 - lam) * tf.gather(targets, perm))
+        if weights is not None:
+            out = (*out, lam * weights + (1.0 - lam) * tf.gather(weights, perm))
+        return out
+
+    def do_mixup():
+        return blend(beta(mixup))
+
+    def do_cutmix():
+        h, w = int(x.shape[1]), int(x.shape[2])
+        side = tf.sqrt(1.0 - beta(cutmix))  # the box's side as a share of the image's
+        cy = gen.uniform([], 0.0, float(h))
+        cx = gen.uniform([], 0.0, float(w))
+        y0 = tf.cast(tf.clip_by_value(tf.round(cy - side * h / 2), 0, h), tf.int32)
+        y1 = tf.cast(tf.clip_by_value(tf.round(cy + side * h / 2), 0, h), tf.int32)
+        x0 = tf.cast(tf.clip_by_value(tf.round(cx - side * w / 2), 0, w), tf.int32)
+        x1 = tf.cast(tf.clip_by_value(tf.round(cx + side * w / 2), 0, w), tf.int32)
+        rows, cols = tf.range(h)[:, None], tf.range(w)[None, :]
+        box = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+        lam = 1.0 - tf.cast((y1 - y0) * (x1 - x0), tf.float32) / float(h * w)
+        return blend(lam, box[None, :, :, None])
+
+    if mixup and cutmix:
+        return tf.cond(gen.uniform([]) < 0.5, do_cutmix, do_mixup)
+    if cutmix:
+        return do_cutmix()
+    if mixup:
+        return do_mixup()
+    return (x, targets) if weights is None else (x, targets, weights)

@@ -134,6 +134,19 @@ class AugmentConfig:
     camera: float = flag(0.0, "camera-condition augmentation (blur/low resolution, noise, "
                          "gamma, contrast): probability per training image (default 0: off)",
                          type=unit_float)
+    #: Mixup (Zhang et al. 2018): every training batch is blended with a shuffled copy of
+    #: itself, images and targets alike, by one weight drawn from Beta(alpha, alpha); 0 = off.
+    mixup: float = flag(0.0, "mixup: blend each training batch with a shuffled copy of itself "
+                        "(images and targets) by a Beta(ALPHA, ALPHA) weight (default 0: off)",
+                        type=non_negative_float, metavar="ALPHA")
+    #: CutMix (Yun et al. 2019): a random box of every image of the batch is replaced by the
+    #: same box of another image, and the targets are mixed by area; the box's share of the
+    #: image is drawn from Beta(alpha, alpha). With ``mixup`` too, each batch takes one of the
+    #: two at random. 0 = off.
+    cutmix: float = flag(0.0, "cutmix: paste a random box of another image of the batch into "
+                         "each image and mix the targets by area; box share Beta(ALPHA, ALPHA) "
+                         "(default 0: off; with --mixup each batch takes one of them)",
+                         type=non_negative_float, metavar="ALPHA")
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,8 @@ def train_command(cfg: Any) -> str:
     for key, flag in (("label_smoothing", "--label-smoothing"), ("tta_shift", "--tta-shift")):
         if c.get(key):
             args += [flag, str(c[key])]
-    for key, flag in (("erase", "--erase"), ("camera", "--camera")):
+    for key, flag in (("erase", "--erase"), ("camera", "--camera"), ("mixup", "--mixup"),
+                      ("cutmix", "--cutmix")):
         if (c.get("augment") or {}).get(key):
             args += [flag, str(c["augment"][key])]
     if c.get("teacher"):

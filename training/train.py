@@ -51,10 +51,15 @@ def make_tf_dataset(split: Split, batch_size: int, augment: AugmentConfig | None
                     targets: np.ndarray | None = None):  # -> tf.data.Dataset
     """Batches of ``(pixels float32 (N,S,S,1) 0..255, label[, weight])``, augmented on the fly;
     with ``targets`` (float32 ``(N, 7)``, e.g. :func:`distill_targets`) those replace the
-    integer labels."""
+    integer labels. ``augment``'s mixup/cutmix mix images, targets and weights within each
+    batch, so they need ``targets``."""
     import tensorflow as tf
 
-    from training.augment import build_augmenter
+    from training.augment import build_augmenter, mix_batch
+
+    mixing = augment is not None and (augment.mixup > 0 or augment.cutmix > 0)
+    if mixing and targets is None:
+        raise ValueError("mixup/cutmix mix the targets: pass dense targets (mix_targets)")
 
     x = split.x[..., None].astype(np.float32)
     tensors: tuple = (x, split.y if targets is None else targets.astype(np.float32))
@@ -72,6 +77,15 @@ def make_tf_dataset(split: Split, batch_size: int, augment: AugmentConfig | None
             return (tf.clip_by_value(aug(xb, training=True), 0.0, 255.0), *rest)
 
         ds = ds.map(apply, num_parallel_calls=1)
+    if mixing:
+        assert augment is not None
+        gen = tf.random.Generator.from_seed(seed)
+        mixup, cutmix = augment.mixup, augment.cutmix
+
+        def mix(xb, tb, *wb):
+            return mix_batch(xb, tb, wb[0] if wb else None, mixup=mixup, cutmix=cutmix, gen=gen)
+
+        ds = ds.map(mix, num_parallel_calls=1)
     return ds.prefetch(2)
 
 
@@ -286,7 +300,7 @@ def build_for(cfg: TrainConfig):
     if cfg.init:
         load_init_weights(model, cfg.init)
     compile_model(model, cfg.lr, cfg.jit_compile, cfg.label_smoothing,
-                  dense_targets=bool(cfg.teacher))
+                  dense_targets=bool(cfg.teacher) or mixes(cfg))
     return model, "scratch"
 
 
@@ -342,6 +356,15 @@ def teacher_probs(cfg: TrainConfig, split: Split, out: Path) -> np.ndarray:
              (time.monotonic() - t0) / 60.0, float(np.mean(probs.argmax(1) == split.y)))
     np.savez(cache, key=np.array(key), labels=split.y, probs=probs)
     return probs
+
+
+class MixError(ValueError):
+    """``--mixup``/``--cutmix`` cannot be combined with the other options."""
+
+
+def mixes(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` mixes training images (mixup/cutmix): it then trains on dense targets."""
+    return cfg.augment.mixup > 0 or cfg.augment.cutmix > 0
 
 
 def distill_targets(labels: np.ndarray, teacher: np.ndarray, weight: float,
@@ -454,6 +477,9 @@ def train(cfg: TrainConfig) -> dict:
         raise ValueError(f"precision must be float32 or bfloat16, not {cfg.precision!r}")
     if cfg.init and cfg.weights == "imagenet":
         raise InitModelError("--init and --weights imagenet exclude each other")
+    if mixes(cfg) and cfg.weights == "imagenet":
+        raise MixError("--mixup and --cutmix train a network from scratch or --init, not the "
+                       "ImageNet path")
     before = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if cfg.precision == "bfloat16" else "float32")
@@ -504,6 +530,10 @@ def _train(cfg: TrainConfig) -> dict:
         targets = distill_targets(ds.train.y, teacher_probs(cfg, ds.train, out),
                                   cfg.teacher_weight, cfg.teacher_temperature,
                                   cfg.label_smoothing)
+    elif mixes(cfg):
+        # Mixed images need mixable targets: the (smoothed) one-hot labels as vectors.
+        targets = distill_targets(ds.train.y, np.zeros((len(ds.train), len(LABELS))), 0.0,
+                                  label_smoothing=cfg.label_smoothing)
 
     state_path = out / "state.json"
     origin_path = out / "origin.json"

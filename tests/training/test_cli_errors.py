@@ -47,6 +47,8 @@ T = ["train", "--data", "d.zip"]
     (T + ["--epochs", "0"], "--epochs", ">= 1"),
     (T + ["--epochs", "2.5"], "--epochs", "not an integer"),
     (T + ["--limit", "-5"], "--limit", ">= 0"),
+    (T + ["--mixup", "-0.2"], "--mixup", ">= 0"),
+    (T + ["--cutmix", "nan"], "--cutmix", "finite"),
     (T + ["--patience", "-1"], "--patience", ">= 0"),
     (T + ["--seed", "-1"], "--seed", "from 0 to"),
     (T + ["--seed", str(2**32)], "--seed", "from 0 to"),
