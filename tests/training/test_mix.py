@@ -128,20 +128,14 @@ def test_dataset_mixes_only_dense_targets() -> None:
     assert (soft.max(1) < 1.0 - 1e-3).any()  # some targets are mixtures of two classes
 
 
-def test_training_with_mixup_records_it_and_refuses_imagenet(tmp_path) -> None:
-    from core.preprocess import LABELS
-    from tests.training.conftest import synthetic_face, write_image
+def test_training_with_mixup_records_it_and_refuses_imagenet(tmp_path, tiny_folder) -> None:
     from training.evaluate import load_keras_model_dir
     from training.train import MixError, TrainConfig, train
 
-    data = tmp_path / "data"
-    for li, label in enumerate(LABELS):
-        for i in range(6):
-            write_image(data / label / f"{i}.png", synthetic_face(li, i))
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), models_dir=str(tmp_path / "m"),
-                      name="mixed", width=0.0625, epochs=1, batch_size=8, jit_compile=False,
-                      verbose=0, cache_dir=str(tmp_path / "cache"), convert=False,
-                      label_smoothing=0.1)
+    cfg = TrainConfig(data=str(tiny_folder), out=str(tmp_path / "run"),
+                      models_dir=str(tmp_path / "m"), name="mixed", width=0.0625, epochs=1,
+                      batch_size=8, jit_compile=False, verbose=0, convert=False,
+                      cache_dir=str(tmp_path / "cache"), label_smoothing=0.1)
     cfg = replace(cfg, augment=replace(cfg.augment, mixup=0.4, cutmix=1.0))
     report = train(cfg)
     assert 0.0 <= report["accuracy"] <= 1.0
